@@ -1,0 +1,216 @@
+"""The one module that owns the MQTT client (aiomqtt over paho-mqtt).
+
+Everything else publishes and consumes through ``Bus`` and never imports aiomqtt
+or paho, so upgrading the client touches this file only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from lineside.errors import BrokerError
+from lineside.settings import Connection
+from schemas import topics
+
+QOS = 1
+"""At-least-once for questions, answers and internal traffic: nothing is lost on a reconnect,
+and every consumer tolerates a duplicate (replies are matched by request id)."""
+
+SESSION_EXPIRY_S = 24 * 3600
+"""A persistent service session survives a day offline: questions and chunks queued for a
+stopped service are delivered when it comes back (broker-side memory is bounded by
+max_queued_messages in brokers/)."""
+
+KEEPALIVE_S = 30
+"""Half a minute: a dead service's Last Will (status offline) fires within ~45 s."""
+
+OFFLINE_PUBLISH_TIMEOUT_S = 2.0
+"""On shutdown, give the retained 'offline' at most this long before disconnecting anyway."""
+
+_NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+"""Without TCP_NODELAY, Nagle + delayed ACK add ~40 ms stalls to small request/reply round trips."""
+
+
+class BusError(BrokerError):
+    """The connection to the broker failed or was lost."""
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message as the services see it: no client-library types leak out."""
+
+    topic: str
+    payload: bytes
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    content_type: str | None = None
+    message_expiry_s: int | None = None
+    received_at: float = 0.0
+
+
+def _prop(props: Any, name: str) -> Any:
+    return getattr(props, name, None) if props is not None else None
+
+
+class Bus:
+    """An MQTT 5 connection with a Last Will, retained status, and typed inbound messages."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        client_id: str | None = None,
+        service: str | None = None,
+        subscriptions: Sequence[str] = (),
+        persistent: bool = False,
+        max_queued_incoming: int = 0,
+    ) -> None:
+        self.client_id = client_id or f"lineside-cli-{uuid.uuid4().hex[:12]}"
+        self.service = service
+        self._subscriptions = tuple(subscriptions)
+        will = None
+        if service:
+            will = aiomqtt.Will(topics.status(service), b"offline", qos=QOS, retain=True)
+        connect_props = None
+        if persistent:
+            connect_props = Properties(PacketTypes.CONNECT)
+            connect_props.SessionExpiryInterval = SESSION_EXPIRY_S
+        self._conn = conn
+        self._client = aiomqtt.Client(
+            conn.mqtt_host,
+            conn.mqtt_port,
+            username=conn.mqtt_username,
+            password=conn.mqtt_password,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            will=will,
+            clean_start=not persistent,
+            keepalive=KEEPALIVE_S,
+            properties=connect_props,
+            socket_options=[_NODELAY],
+            max_queued_incoming_messages=max_queued_incoming or None,
+        )
+
+    async def __aenter__(self) -> Bus:
+        try:
+            await self._client.__aenter__()
+        except aiomqtt.MqttError as exc:
+            raise BusError(
+                f"cannot connect to the MQTT broker at {self._conn.mqtt_host}:{self._conn.mqtt_port}: {exc} "
+                "(set LINESIDE_MQTT_HOST / LINESIDE_MQTT_PORT, or start it with `lineside up`)"
+            ) from exc
+        try:
+            for flt in self._subscriptions:
+                await self._client.subscribe(flt, qos=QOS)
+            if self.service:
+                await self._client.publish(topics.status(self.service), b"online", qos=QOS, retain=True)
+        except aiomqtt.MqttError as exc:
+            await self._client.__aexit__(None, None, None)
+            raise BusError(f"broker refused set-up for {self.client_id}: {exc}") from exc
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self.service:
+            try:
+                await asyncio.wait_for(
+                    self._client.publish(topics.status(self.service), b"offline", qos=QOS, retain=True),
+                    OFFLINE_PUBLISH_TIMEOUT_S,
+                )
+            except (aiomqtt.MqttError, TimeoutError, asyncio.CancelledError):
+                pass  # the Last Will says offline for us
+        try:
+            await self._client.__aexit__(exc_type, exc, tb)
+        except aiomqtt.MqttError:
+            pass
+
+    async def subscribe(self, topic_filter: str) -> None:
+        """Subscribe to one more topic filter at QoS 1."""
+        try:
+            await self._client.subscribe(topic_filter, qos=QOS)
+        except aiomqtt.MqttError as exc:
+            raise BusError(f"subscribe {topic_filter} failed: {exc}") from exc
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
+        content_type: str | None = None,
+        message_expiry_s: int | None = None,
+    ) -> None:
+        """Publish at QoS 1 with optional MQTT 5 request/response properties."""
+        props = None
+        if response_topic or correlation_data or content_type or message_expiry_s:
+            props = Properties(PacketTypes.PUBLISH)
+            if response_topic:
+                props.ResponseTopic = response_topic
+            if correlation_data:
+                props.CorrelationData = correlation_data
+            if content_type:
+                props.ContentType = content_type
+            if message_expiry_s:
+                props.MessageExpiryInterval = message_expiry_s
+        try:
+            await self._client.publish(topic, payload, qos=QOS, retain=retain, properties=props)
+        except aiomqtt.MqttError as exc:
+            raise BusError(f"publish to {topic} failed: {exc}") from exc
+
+    async def messages(self) -> AsyncIterator[Inbound]:
+        """Inbound messages, converted; raises BusError when the connection is lost."""
+        try:
+            async for m in self._client.messages:
+                payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+                props = m.properties
+                yield Inbound(
+                    topic=m.topic.value,
+                    payload=payload,
+                    response_topic=_prop(props, "ResponseTopic"),
+                    correlation_data=_prop(props, "CorrelationData"),
+                    content_type=_prop(props, "ContentType"),
+                    message_expiry_s=_prop(props, "MessageExpiryInterval"),
+                    received_at=time.monotonic(),
+                )
+        except aiomqtt.MqttError as exc:
+            raise BusError(f"connection to the broker lost: {exc}") from exc
+
+
+async def run_forever(
+    make_bus: Callable[[], Bus],
+    consume: Callable[[Bus], Awaitable[None]],
+    on_error: Callable[[str, float], None],
+    *,
+    first_delay_s: float = 0.5,
+    max_delay_s: float = 30.0,
+) -> None:
+    """Connect, consume, and on a lost connection reconnect with jittered exponential backoff.
+
+    Backoff starts at 0.5 s (a restarted local broker is back within a second) and caps at
+    30 s so a fleet of boxes does not hammer a broker that is down for maintenance.
+    """
+    delay = first_delay_s
+    while True:
+        try:
+            async with make_bus() as bus:
+                delay = first_delay_s
+                await consume(bus)
+                return
+        except* BusError as group:
+            wait = random.uniform(delay / 2, delay)
+            on_error(str(group.exceptions[0]), wait)
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, max_delay_s)

@@ -1,0 +1,146 @@
+"""The `lineside` command: up, ingest, ask, models."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from lineside.errors import LinesideError
+from lineside.settings import Connection, load
+
+
+def _conn(args: argparse.Namespace) -> Connection:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "port", None):
+        overrides["mqtt_port"] = args.port
+    if getattr(args, "data", None):
+        overrides["data_dir"] = str(Path(args.data).resolve())
+    return load(Connection, "LINESIDE_", overrides)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start the broker and the four services; optionally ingest documents."""
+    from lineside.supervisor import up
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return up(_conn(args), external_broker=args.broker == "external", ingest_paths=[Path(p) for p in args.ingest or []])
+
+
+def _print_answer(ans: dict[str, Any]) -> None:
+    status = ans.get("status")
+    if status in ("answered", "fallback"):
+        print(ans.get("answer", ""))
+        for i, s in enumerate(ans.get("sources", []), 1):
+            print(f"  [{i}] {s['doc']}, {s['locator']} (score {s['score']:.2f})")
+        if ans.get("latency_ms"):
+            print(f"  ({status}, {ans['latency_ms'] / 1000:.1f} s{', ' + ans['model'] if ans.get('model') else ''})")
+    else:
+        err = ans.get("error") or {}
+        print(f"{status}: {err.get('message', '')} [{err.get('code', '')}]", file=sys.stderr)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    """Ask one question over MQTT 5 and print the answer with its sources."""
+    from lineside.client import ask
+
+    req: dict[str, Any] = {"question": args.question}
+    if args.line:
+        req["line"] = args.line
+    try:
+        ans = asyncio.run(ask(_conn(args), req, device=args.device, timeout_s=args.timeout))
+    except TimeoutError:
+        print(f"error: no answer within {args.timeout:g} s: is `lineside up` running?", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(ans, ensure_ascii=False, indent=2))
+    else:
+        _print_answer(ans)
+    return 0 if ans.get("status") in ("answered", "fallback") else 1
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Send documents to the ingest service; with --wait, report each one's result."""
+    from lineside.client import ingest
+
+    files: list[Path] = []
+    for raw in args.paths:
+        p = Path(raw)
+        if p.is_dir():
+            files.extend(sorted(x for x in p.rglob("*") if x.is_file()))
+        elif p.is_file():
+            files.append(p)
+        else:
+            print(f"error: {raw}: no such file or directory", file=sys.stderr)
+            return 2
+
+    def show(ev: dict[str, Any]) -> None:
+        detail = f" ({ev['chunks']} chunks)" if ev.get("chunks") else ""
+        reason = f": {ev['reason']}" if ev.get("reason") else ""
+        print(f"  {ev['stage']:9} {ev['doc']}{detail}{reason}", flush=True)
+
+    results = asyncio.run(
+        ingest(_conn(args), files, wait=args.wait, line=args.line, on_event=show if args.wait else None, timeout_s=args.timeout)
+    )
+    if not args.wait:
+        print(f"sent {len(files)} document(s)")
+        return 0
+    failed = [n for n, ev in results.items() if ev["stage"] == "failed"]
+    for name in failed:
+        print(f"failed: {name}: {results[name].get('reason', '')}", file=sys.stderr)
+    print(f"{len(results) - len(failed)} of {len(results)} document(s) searchable")
+    return 1 if failed else 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """Assemble and verify the LLM model file for the chosen profile."""
+    env = dict(os.environ, LINESIDE_LLM_PROFILE=args.profile)
+    return subprocess.call([sys.executable, "-m", "services.llm", "--install-model"], env=env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `lineside` console script."""
+    parser = argparse.ArgumentParser(prog="lineside", description="Offline shop-floor assistant over MQTT.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("up", help="start the broker and the four services")
+    p.add_argument("--port", type=int, help="broker port (default LINESIDE_MQTT_PORT or 1883)")
+    p.add_argument("--data", help="data directory (default LINESIDE_DATA_DIR)")
+    p.add_argument("--broker", choices=("local", "external"), default="local", help="start Mosquitto here or use one already running")
+    p.add_argument("--ingest", nargs="*", metavar="PATH", help="documents or folders to ingest once the services are up")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("ask", help="ask a question and print the answer with its sources")
+    p.add_argument("question")
+    p.add_argument("--json", action="store_true", help="print the raw answer object")
+    p.add_argument("--line", help="only this line's documents (plus plant-wide ones)")
+    p.add_argument("--device", default="cli", help="device name used for the reply topic")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("ingest", help="send documents (.md .txt .pdf .csv .xlsx .html .docx) to the knowledge base")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--wait", action="store_true", help="return when the documents are searchable; non-zero exit if any failed")
+    p.add_argument("--line", help="tag every chunk of these documents with a production line")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait with --wait")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("models", help="assemble and verify the LLM model file (offline)")
+    p.add_argument("--profile", default=os.environ.get("LINESIDE_LLM_PROFILE", "default"))
+    p.set_defaults(func=cmd_models)
+
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LinesideError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Process lifecycle shared by the services: signals cancel the main task, cleanup runs in finally."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import msgspec
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``main`` until it returns or SIGTERM/SIGINT cancels it."""
+
+    async def _wrapper() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        await main()
+
+    with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+        asyncio.run(_wrapper())
+
+
+def describe_decode_error(exc: Exception) -> str:
+    """A one-line reason for a message that failed to decode, naming the field when msgspec knows it."""
+    if isinstance(exc, msgspec.ValidationError | msgspec.DecodeError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Counters:
+    """Per-service counters reported in log lines (messages handled, invalid, failed)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+
+    def inc(self, name: str) -> int:
+        """Add one to ``name`` and return the new value."""
+        self.values[name] = self.values.get(name, 0) + 1
+        return self.values[name]

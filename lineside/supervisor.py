@@ -1,0 +1,161 @@
+"""`lineside up`: the broker and the four services as child processes, restarted if they die."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lineside import broker
+from lineside.client import ingest, wait_online
+from lineside.errors import BrokerError, LinesideError
+from lineside.settings import Connection
+
+SERVICES = ("retriever", "llm", "ingest", "gateway")
+START_TIMEOUT_S = 300.0
+"""First start may assemble the model (~1 s) and load torch + llama.cpp (~10-30 s on 2 cores)."""
+RESTART_LIMIT = 5
+"""A service that dies more than this many times in ten minutes is left down and reported."""
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(*_: object) -> None:
+    raise _Stop
+
+
+class Supervisor:
+    """Owns the child processes and their logs."""
+
+    def __init__(self, conn: Connection, *, external_broker: bool, services: tuple[str, ...] = SERVICES) -> None:
+        self.conn = conn
+        self.data = Path(conn.data_dir)
+        self.logs = self.data / "logs"
+        self.external = external_broker
+        self.services = services
+        self.broker: subprocess.Popen[bytes] | None = None
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.deaths: dict[str, list[float]] = {s: [] for s in services}
+
+    def env(self) -> dict[str, str]:
+        """Environment every child gets: connection, data dir, offline model loading."""
+        env = dict(os.environ)
+        env.update(
+            LINESIDE_MQTT_HOST=self.conn.mqtt_host,
+            LINESIDE_MQTT_PORT=str(self.conn.mqtt_port),
+            LINESIDE_DATA_DIR=str(self.data),
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+        )
+        return env
+
+    def start_service(self, name: str) -> None:
+        """Start ``python -m services.<name>`` with its log in <data>/logs/<name>.log."""
+        log = (self.logs / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=self.env(), stdout=log, stderr=log)
+
+    def start(self) -> None:
+        """Start the broker (unless external) and every service."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        if not self.external:
+            self.broker = broker.start(self.conn.mqtt_port, self.data / "broker", log_path=self.logs / "mosquitto.log")
+        elif broker.port_free(self.conn.mqtt_host, self.conn.mqtt_port):
+            raise BrokerError(
+                f"no broker listens on {self.conn.mqtt_host}:{self.conn.mqtt_port}: set LINESIDE_MQTT_HOST/LINESIDE_MQTT_PORT"
+            )
+        for name in self.services:
+            self.start_service(name)
+
+    def tail(self, name: str, lines: int = 15) -> str:
+        """The last lines of a service's log."""
+        path = self.logs / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def check(self) -> list[str]:
+        """Restart services that died; return messages about what happened."""
+        notes = []
+        for name, proc in list(self.procs.items()):
+            if proc.poll() is None:
+                continue
+            now = time.monotonic()
+            self.deaths[name] = [t for t in self.deaths[name] if now - t < 600] + [now]
+            if len(self.deaths[name]) > RESTART_LIMIT:
+                notes.append(f"{name} keeps dying (exit {proc.returncode}); left down. Last log lines:\n{self.tail(name)}")
+                del self.procs[name]
+                continue
+            notes.append(f"{name} exited with {proc.returncode}; restarting")
+            self.start_service(name)
+        return notes
+
+    def stop(self) -> None:
+        """SIGTERM every child, wait up to 10 s, then kill; the broker last so 'offline' is published."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self.broker is not None and self.broker.poll() is None:
+            self.broker.terminate()
+            try:
+                self.broker.wait(5)
+            except subprocess.TimeoutExpired:
+                self.broker.kill()
+
+
+def up(conn: Connection, *, external_broker: bool, ingest_paths: list[Path]) -> int:
+    """Run everything until SIGINT/SIGTERM."""
+    signal.signal(signal.SIGTERM, _raise_stop)
+    sup = Supervisor(conn, external_broker=external_broker)
+    try:
+        sup.start()
+        print(
+            f"broker: {'external' if external_broker else 'mosquitto'} on {conn.mqtt_host}:{conn.mqtt_port}; data in {sup.data}; logs in {sup.logs}",
+            flush=True,
+        )
+        print("starting services (loading models)...", flush=True)
+        online = asyncio.run(wait_online(conn, SERVICES, START_TIMEOUT_S))
+        missing = set(SERVICES) - online
+        if missing:
+            for name in sorted(missing):
+                print(f"error: {name} did not come online. Last log lines:\n{sup.tail(name)}", file=sys.stderr)
+            return 1
+        print("all services online: " + ", ".join(SERVICES), flush=True)
+        if ingest_paths:
+            files = [
+                p
+                for path in ingest_paths
+                for p in (sorted(x for x in path.rglob("*") if x.is_file() and x.suffix != ".jsonl") if path.is_dir() else [path])
+            ]
+            results = asyncio.run(ingest(conn, files, wait=True))
+            for name, ev in sorted(results.items()):
+                detail = f"{ev.get('chunks', 0)} chunks" if ev["stage"] != "failed" else ev.get("reason", "")
+                print(f"  {ev['stage']:9} {name}: {detail}", flush=True)
+        port = conn.mqtt_port
+        print(
+            "\nAsk a question:\n"
+            f'  mosquitto_rr -h {conn.mqtt_host} -p {port} -t lineside/v1/ask -e lineside/v1/answer/demo/1 -m "What does E-104 mean on the RF-40 filler?"\n'
+            f'  LINESIDE_MQTT_PORT={port} .venv/bin/lineside ask "What does E-104 mean on the RF-40 filler?"\n'
+            "Press Ctrl-C to stop.",
+            flush=True,
+        )
+        while True:
+            time.sleep(1.0)
+            for note in sup.check():
+                print(note, file=sys.stderr, flush=True)
+    except (KeyboardInterrupt, _Stop):
+        print("\nstopping...", flush=True)
+        return 0
+    except LinesideError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        sup.stop()

@@ -1,0 +1,1 @@
+"""Lineside message contracts: topics, typed messages and codecs shared by every service."""

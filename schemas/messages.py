@@ -1,0 +1,177 @@
+"""Typed, versioned messages.
+
+Internal messages travel as MessagePack between services. Every struct is frozen
+and keyword-only, carries a versioned tag (``retrieve.request.v1``), and every
+field added after v1 must have a default so old and new services can talk during
+an upgrade.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+MAX_QUESTION_CHARS = 1000
+"""A shop-floor question fits in a few lines; longer input is pasted documents or abuse."""
+
+
+class _Msg(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of every internal message."""
+
+
+# ---------------------------------------------------------------- device edge
+
+
+class AskRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """A device's question, after decoding JSON/MessagePack or plain text."""
+
+    question: Annotated[str, msgspec.Meta(min_length=1)]
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    line: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    lang: Annotated[str, msgspec.Meta(min_length=2, max_length=16)] | None = None
+    stream: bool = False
+
+
+class Source(msgspec.Struct, frozen=True, kw_only=True):
+    """Where an answer came from."""
+
+    doc: str
+    locator: str
+    score: float
+    snippet: str
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Why a request was rejected or failed."""
+
+    code: str
+    message: str
+
+
+Status = Literal["answered", "fallback", "rejected", "busy", "error"]
+
+
+class Answer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The reply a device receives (JSON or MessagePack)."""
+
+    request_id: str
+    status: Status
+    answer: str = ""
+    sources: list[Source] = []
+    model: str = ""
+    latency_ms: float = 0.0
+    error: ErrorInfo | None = None
+    cached: bool = False
+
+
+# ---------------------------------------------------------------- internal
+
+
+class Passage(msgspec.Struct, frozen=True, kw_only=True):
+    """One retrieved chunk with its provenance and score."""
+
+    chunk_id: int
+    doc: str
+    doc_id: str
+    locator: str
+    title: str = ""
+    text: str
+    score: float
+    line: str | None = None
+
+
+class RetrieveRequest(_Msg, tag="retrieve.request.v1", frozen=True, kw_only=True):
+    """Gateway asks the retriever for passages."""
+
+    request_id: str
+    question: str
+    reply_to: str
+    top_k: int = 4
+    line: str | None = None
+
+
+class RetrieveReply(_Msg, tag="retrieve.reply.v1", frozen=True, kw_only=True):
+    """Retriever's passages, best first; ``error`` set when the search failed."""
+
+    request_id: str
+    passages: list[Passage] = []
+    latency_ms: float = 0.0
+    error: str | None = None
+
+
+class GenerateRequest(_Msg, tag="generate.request.v1", frozen=True, kw_only=True):
+    """Gateway asks the LLM to answer from the given passages."""
+
+    request_id: str
+    question: str
+    lang: str
+    passages: list[Passage]
+    reply_to: str
+    deadline_unix: float | None = None
+
+
+class GenerateReply(_Msg, tag="generate.reply.v1", frozen=True, kw_only=True):
+    """Generated answer text; ``error`` set when generation failed."""
+
+    request_id: str
+    text: str = ""
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    error: str | None = None
+
+
+class Chunk(msgspec.Struct, frozen=True, kw_only=True):
+    """A piece of a document ready to be embedded, with exact provenance."""
+
+    locator: str
+    text: str
+    title: str = ""
+    line: str | None = None
+
+
+class IngestDocument(_Msg, tag="ingest.document.v1", frozen=True, kw_only=True):
+    """A whole document sent to the ingest service."""
+
+    request_id: str
+    name: str
+    content: bytes
+    sha256: str
+    line: str | None = None
+
+
+class IndexChunks(_Msg, tag="index.chunks.v1", frozen=True, kw_only=True):
+    """Ingest hands the retriever a document's chunks; they replace any older version atomically."""
+
+    request_id: str
+    doc: str
+    doc_id: str
+    version: str
+    chunks: list[Chunk]
+    ingested_at: float
+
+
+class DeleteDocument(_Msg, tag="index.delete.v1", frozen=True, kw_only=True):
+    """Remove a document from the index."""
+
+    request_id: str
+    doc: str
+
+
+class IngestStatus(_Msg, tag="ingest.status.v1", frozen=True, kw_only=True):
+    """Progress event for one document, published on ``lineside/v1/ingest/status``."""
+
+    request_id: str
+    doc: str
+    stage: Literal["received", "parsed", "indexed", "unchanged", "deleted", "failed"]
+    doc_id: str = ""
+    chunks: int = 0
+    reason: str = ""
+
+
+RetrieverInbox = RetrieveRequest | IndexChunks | DeleteDocument
+GatewayInbox = RetrieveReply | GenerateReply
+LlmInbox = GenerateRequest
+IngestInbox = IngestDocument

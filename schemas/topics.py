@@ -1,0 +1,103 @@
+"""Every MQTT topic Lineside uses is built and matched here, and nowhere else.
+
+A parameter (device name, service name, client id) always fills one whole topic
+level: it may not be empty or contain ``/``, ``+``, ``#`` or NUL.
+"""
+
+from __future__ import annotations
+
+ROOT = "lineside/v1"
+
+ASK = f"{ROOT}/ask"
+"""MQTT 5 devices publish questions here with a Response Topic."""
+
+ASK_FILTERS = (ASK, f"{ASK}/+")
+"""What the gateway subscribes to: MQTT 5 asks and MQTT 3.1.1 per-device asks."""
+
+ANSWER_ROOT = f"{ROOT}/answer"
+INGEST_STATUS = f"{ROOT}/ingest/status"
+"""Per-document ingest events (received, parsed, indexed, failed)."""
+
+STATUS_ALL = f"{ROOT}/status/+"
+"""Every service's retained online/offline status."""
+
+INTERNAL = f"{ROOT}/internal"
+RETRIEVE = f"{INTERNAL}/retriever/search"
+INDEX = f"{INTERNAL}/retriever/index"
+KB = f"{INTERNAL}/retriever/kb"
+GENERATE = f"{INTERNAL}/llm/generate"
+INGEST_DOCUMENT = f"{INTERNAL}/ingest/document"
+
+_FORBIDDEN = ("/", "+", "#", "\x00")
+MAX_LEVEL_LEN = 64
+"""Device and client names are short identifiers; a long one is a mistake or an attack."""
+
+
+class TopicError(ValueError):
+    """A topic parameter is not a valid single topic level."""
+
+
+def level(value: str, what: str = "name") -> str:
+    """Return ``value`` if it can fill one whole topic level, else raise TopicError."""
+    if not value:
+        raise TopicError(f"{what} is empty")
+    if len(value) > MAX_LEVEL_LEN:
+        raise TopicError(f"{what} is longer than {MAX_LEVEL_LEN} characters")
+    for ch in _FORBIDDEN:
+        if ch in value:
+            raise TopicError(f"{what} {value!r} contains {ch!r}, which cannot be part of a topic level")
+    return value
+
+
+def ask_device(device: str) -> str:
+    """Topic where an MQTT 3.1.1 device publishes its questions."""
+    return f"{ASK}/{level(device, 'device')}"
+
+
+def answer_device(device: str) -> str:
+    """Topic where an MQTT 3.1.1 device receives its answers (and root of its MQTT 5 reply topics)."""
+    return f"{ANSWER_ROOT}/{level(device, 'device')}"
+
+
+def stream_topic(answer_topic: str) -> str:
+    """Topic for partial (streamed) answers that belong to ``answer_topic``."""
+    return f"{answer_topic}/stream"
+
+
+def status(service: str) -> str:
+    """Retained online/offline status of one service."""
+    return f"{ROOT}/status/{level(service, 'service')}"
+
+
+def reply_inbox(client_id: str) -> str:
+    """Private inbox where a client receives replies to its internal requests."""
+    return f"{INTERNAL}/reply/{level(client_id, 'client id')}"
+
+
+def device_of_ask(topic: str) -> str | None:
+    """Device name from ``lineside/v1/ask/<device>``; None for the MQTT 5 topic or any other topic."""
+    prefix = ASK + "/"
+    if not topic.startswith(prefix):
+        return None
+    rest = topic[len(prefix) :]
+    try:
+        return level(rest, "device")
+    except TopicError:
+        return None
+
+
+def device_of_reply_topic(response_topic: str) -> str | None:
+    """Device name from a reply topic under ``lineside/v1/answer/<device>/``, else None."""
+    prefix = ANSWER_ROOT + "/"
+    if not response_topic.startswith(prefix):
+        return None
+    name = response_topic[len(prefix) :].split("/", 1)[0]
+    try:
+        return level(name, "device")
+    except TopicError:
+        return None
+
+
+def is_valid_publish_topic(topic: str) -> bool:
+    """True when ``topic`` can be published to: non-empty, no wildcards, no NUL."""
+    return bool(topic) and not any(ch in topic for ch in ("+", "#", "\x00")) and len(topic) <= 512

@@ -1,0 +1,1 @@
+"""Gateway service: the device-facing side. Validates questions, routes them, answers."""

@@ -1,0 +1,173 @@
+"""Gateway wiring: device inbox, internal request/reply with retriever and LLM, answers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+
+from lineside.bus import Bus, BusError, Inbound, run_forever
+from lineside.log import configure
+from lineside.runtime import Counters, describe_decode_error, run
+from lineside.settings import load
+from schemas import codec, topics
+from schemas.codec import BadRequest
+from schemas.messages import Answer, GatewayInbox, GenerateReply, GenerateRequest, RetrieveReply, RetrieveRequest
+from services.gateway import handlers as h
+from services.gateway.settings import GatewaySettings
+
+
+async def main() -> None:
+    """Serve device questions until cancelled."""
+    s = load(GatewaySettings, "LINESIDE_GATEWAY_")
+    log = configure("gateway")
+    inbox = topics.reply_inbox(s.client_id)
+    decode = codec.decoder(GatewayInbox)
+    pending: dict[str, asyncio.Future[RetrieveReply | GenerateReply]] = {}
+    counters = Counters()
+
+    async def call(bus: Bus, topic: str, msg: RetrieveRequest | GenerateRequest, wait_s: float) -> RetrieveReply | GenerateReply:
+        fut: asyncio.Future[RetrieveReply | GenerateReply] = asyncio.get_running_loop().create_future()
+        pending[msg.request_id] = fut
+        try:
+            await bus.publish(topic, codec.encode(msg))
+            return await asyncio.wait_for(fut, wait_s)
+        finally:
+            pending.pop(msg.request_id, None)
+
+    async def send(bus: Bus, route: h.Route, answer: Answer) -> None:
+        if route.reply_topic is None:
+            return
+        await bus.publish(
+            route.reply_topic,
+            codec.encode_answer(answer, msgpack=route.msgpack),
+            correlation_data=route.correlation_data,
+            content_type=codec.MSGPACK if route.msgpack else "application/json",
+        )
+
+    async def handle(bus: Bus, m: Inbound) -> Answer | None:
+        t0 = m.received_at
+        ms = lambda: (time.monotonic() - t0) * 1000  # noqa: E731
+        route = h.route_of(m.topic, m.response_topic, m.correlation_data, m.content_type)
+        try:
+            req = codec.decode_ask(m.payload, m.content_type)
+        except BadRequest as exc:
+            return h.rejected(h.request_id_of(None, m.correlation_data), exc.code, exc.message, ms())
+        rid = h.request_id_of(req, m.correlation_data)
+        structlog.contextvars.bind_contextvars(request_id=rid, device=route.device)
+        key = f"{route.device or '-'}/{rid}"
+        if key in pending:
+            return h.rejected(rid, "duplicate_request", f"request {rid} is already being answered", ms())
+        lang = h.language(req)
+        try:
+            rr = await call(
+                bus,
+                topics.RETRIEVE,
+                RetrieveRequest(request_id=key, question=req.question, reply_to=inbox, top_k=s.top_k, line=req.line),
+                s.retrieve_timeout_s,
+            )
+        except TimeoutError:
+            return h.failed(
+                rid, "error", "retriever_timeout", f"the retriever did not answer within {s.retrieve_timeout_s:g} s; try again", ms()
+            )
+        assert isinstance(rr, RetrieveReply)
+        if rr.error:
+            return h.failed(rid, "error", "retrieval_failed", rr.error, ms())
+        if h.should_fall_back(rr.passages, s.fallback_threshold):
+            return h.fallback(rid, s.fallback_message_zh if lang == "zh" else s.fallback_message, ms())
+        deadline = time.time() + m.message_expiry_s if m.message_expiry_s else None
+        try:
+            gr = await call(
+                bus,
+                topics.GENERATE,
+                GenerateRequest(
+                    request_id=key, question=req.question, lang=lang, passages=rr.passages, reply_to=inbox, deadline_unix=deadline
+                ),
+                s.generate_timeout_s,
+            )
+        except TimeoutError:
+            return h.failed(
+                rid, "error", "llm_timeout", f"the language model did not answer within {s.generate_timeout_s:g} s; try again", ms()
+            )
+        assert isinstance(gr, GenerateReply)
+        if gr.error == "busy":
+            return h.failed(rid, "busy", "llm_busy", "too many questions are waiting; ask again in a minute", ms())
+        if gr.error == "expired":
+            return None  # the asker gave up (message expiry passed): nobody is listening
+        if gr.error:
+            return h.failed(rid, "error", "generation_failed", gr.error, ms())
+        return h.compose(rid, gr.text, rr.passages, gr.model, ms())
+
+    async def consume(bus: Bus) -> None:
+        asks: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=s.max_waiting)
+
+        async def dispatch() -> None:
+            async for m in bus.messages():
+                if m.topic.startswith(inbox):
+                    try:
+                        reply = decode.decode(m.payload)
+                    except Exception as exc:
+                        log.warning(
+                            "invalid_message", topic=m.topic, reason=describe_decode_error(exc), invalid_total=counters.inc("invalid")
+                        )
+                        continue
+                    fut = pending.get(reply.request_id)
+                    if fut is not None and not fut.done():
+                        fut.set_result(reply)
+                    continue
+                try:
+                    asks.put_nowait(m)
+                except asyncio.QueueFull:
+                    route = h.route_of(m.topic, m.response_topic, m.correlation_data, m.content_type)
+                    await send(
+                        bus,
+                        route,
+                        h.failed(
+                            h.request_id_of(None, m.correlation_data),
+                            "busy",
+                            "gateway_busy",
+                            "too many questions are waiting; ask again in a minute",
+                            0.0,
+                        ),
+                    )
+
+        async def worker() -> None:
+            while True:
+                m = await asks.get()
+                structlog.contextvars.clear_contextvars()
+                try:
+                    answer = await handle(bus, m)
+                except BusError:
+                    raise
+                except Exception as exc:
+                    log.exception("ask_failed", topic=m.topic)
+                    answer = h.failed(h.request_id_of(None, m.correlation_data), "error", "internal", f"internal error: {exc}", 0.0)
+                if answer is None:
+                    continue
+                route = h.route_of(m.topic, m.response_topic, m.correlation_data, m.content_type)
+                await send(bus, route, answer)
+                counters.inc(answer.status)
+                log.info(
+                    "ask",
+                    topic=m.topic,
+                    status=answer.status,
+                    latency_ms=round(answer.latency_ms, 1),
+                    sources=len(answer.sources),
+                    error=answer.error.code if answer.error else None,
+                    delivered=route.reply_topic is not None,
+                )
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(dispatch(), name="dispatch")
+            for i in range(s.workers):
+                tg.create_task(worker(), name=f"ask-{i}")
+
+    def make_bus() -> Bus:
+        return Bus(s, client_id=s.client_id, service="gateway", subscriptions=(*topics.ASK_FILTERS, inbox), persistent=True)
+
+    await run_forever(make_bus, consume, lambda err, wait: log.warning("reconnecting", error=err, wait_s=round(wait, 2)))
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,130 @@
+"""Gateway decisions, free of I/O: routing, language, fallback, citations."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from schemas import codec, topics
+from schemas.messages import Answer, AskRequest, ErrorInfo, Passage, Source
+
+SNIPPET_CHARS = 240
+"""Enough of a passage for a person to recognise it on a handheld screen."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where and how the answer to one inbound question goes."""
+
+    reply_topic: str | None
+    correlation_data: bytes | None
+    msgpack: bool
+    device: str | None
+
+
+def route_of(topic: str, response_topic: str | None, correlation_data: bytes | None, content_type: str | None) -> Route:
+    """MQTT 5 Response Topic wins; otherwise a 3.1.1 device's own answer topic; otherwise nowhere."""
+    device = topics.device_of_ask(topic)
+    reply: str | None = None
+    if response_topic and topics.is_valid_publish_topic(response_topic):
+        reply = response_topic
+        device = device or topics.device_of_reply_topic(response_topic)
+    elif device:
+        reply = topics.answer_device(device)
+    return Route(reply_topic=reply, correlation_data=correlation_data, msgpack=content_type == codec.MSGPACK, device=device)
+
+
+def request_id_of(req: AskRequest | None, correlation_data: bytes | None) -> str:
+    """The device's request id, else its correlation data as text, else a new id."""
+    if req is not None and req.request_id:
+        return req.request_id
+    if correlation_data:
+        try:
+            text = correlation_data.decode("utf-8")
+            if text.isprintable() and len(text) <= 128:
+                return text
+        except UnicodeDecodeError:
+            pass
+        return correlation_data.hex()[:128]
+    return uuid.uuid4().hex
+
+
+def is_chinese(text: str) -> bool:
+    """True when ``text`` contains CJK ideographs."""
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+def language(req: AskRequest) -> str:
+    """'zh' for a Chinese question (or lang given as zh*), else 'en'."""
+    if req.lang:
+        return "zh" if req.lang.lower().startswith("zh") else "en"
+    return "zh" if is_chinese(req.question) else "en"
+
+
+def should_fall_back(passages: Sequence[Passage], threshold: float) -> bool:
+    """Fall back when nothing was found or the best score is below ``threshold``."""
+    return not passages or passages[0].score < threshold
+
+
+def fallback(request_id: str, message: str, latency_ms: float) -> Answer:
+    """The 'contact technical support' answer; the LLM is never called for it."""
+    return Answer(request_id=request_id, status="fallback", answer=message, latency_ms=latency_ms)
+
+
+def rejected(request_id: str, code: str, message: str, latency_ms: float = 0.0) -> Answer:
+    """A 'rejected' answer saying what was wrong with the input."""
+    return Answer(request_id=request_id, status="rejected", error=ErrorInfo(code=code, message=message), latency_ms=latency_ms)
+
+
+def failed(request_id: str, status: str, code: str, message: str, latency_ms: float) -> Answer:
+    """A 'busy' or 'error' answer."""
+    assert status in ("busy", "error")
+    return Answer(request_id=request_id, status=status, error=ErrorInfo(code=code, message=message), latency_ms=latency_ms)  # type: ignore[arg-type]
+
+
+_CITE = re.compile(r"[\[【]\s*(\d{1,2}(?:\s*[,，、]\s*\d{1,2})*)\s*[\]】]")
+
+
+def cited(text: str, n: int) -> list[int]:
+    """1-based source numbers cited in ``text`` as [1], [1, 2] or 【1】, in order of first use."""
+    out: list[int] = []
+    for m in _CITE.finditer(text):
+        for part in re.split(r"[,，、]", m.group(1)):
+            k = int(part)
+            if 1 <= k <= n and k not in out:
+                out.append(k)
+    return out
+
+
+def snippet(text: str) -> str:
+    """A passage shortened for display."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1] + "…"
+
+
+def compose(request_id: str, text: str, passages: Sequence[Passage], model: str, latency_ms: float) -> Answer:
+    """The answered reply: sources are the passages the text cites, renumbered in citation order.
+
+    When the model cites nothing, every passage it was given is listed, so the device can
+    still check where the answer came from.
+    """
+    order = cited(text, len(passages)) or list(range(1, len(passages) + 1))
+    renumber = {old: new for new, old in enumerate(order, 1)}
+
+    def _sub(m: re.Match[str]) -> str:
+        nums = [renumber[int(p)] for p in re.split(r"[,，、]", m.group(1)) if int(p) in renumber]
+        return "[" + ", ".join(str(k) for k in nums) + "]" if nums else ""
+
+    text = _CITE.sub(_sub, text).strip()
+    sources = [
+        Source(
+            doc=passages[k - 1].doc,
+            locator=passages[k - 1].locator,
+            score=round(passages[k - 1].score, 4),
+            snippet=snippet(passages[k - 1].text),
+        )
+        for k in order
+    ]
+    return Answer(request_id=request_id, status="answered", answer=text, sources=sources, model=model, latency_ms=latency_ms)

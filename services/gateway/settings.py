@@ -1,0 +1,29 @@
+"""Gateway settings (environment prefix LINESIDE_GATEWAY_)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from lineside.settings import Connection
+
+
+class GatewaySettings(Connection, kw_only=True):
+    """What the gateway needs to run."""
+
+    client_id: Annotated[str, msgspec.Meta(description="MQTT client id; fixed so the persistent session survives restarts")] = (
+        "lineside-gateway"
+    )
+    fallback_threshold: Annotated[
+        float, msgspec.Meta(description="Below this best retrieval score (cosine) the device is sent to technical support", ge=-1, le=1)
+    ] = 0.6
+    fallback_message: Annotated[str, msgspec.Meta(description="Fallback answer for non-Chinese questions")] = (
+        "Please contact technical support."
+    )
+    fallback_message_zh: Annotated[str, msgspec.Meta(description="Fallback answer for Chinese questions")] = "请联系技术支持。"
+    top_k: Annotated[int, msgspec.Meta(description="Passages retrieved and given to the model", ge=1, le=20)] = 4
+    retrieve_timeout_s: Annotated[float, msgspec.Meta(description="How long to wait for the retriever", gt=0)] = 15.0
+    generate_timeout_s: Annotated[float, msgspec.Meta(description="How long to wait for the LLM, queueing included", gt=0)] = 120.0
+    workers: Annotated[int, msgspec.Meta(description="Questions handled concurrently (each mostly waits on the LLM)", ge=1)] = 32
+    max_waiting: Annotated[int, msgspec.Meta(description="Questions waiting for a worker before new ones get 'busy'", ge=1)] = 256

@@ -1,0 +1,1 @@
+"""Ingest service: turns documents into chunks with exact provenance."""

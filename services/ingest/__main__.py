@@ -1,0 +1,86 @@
+"""Ingest wiring: receive documents over MQTT, parse and chunk them, hand the chunks to the retriever."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+
+from lineside.bus import Bus, run_forever
+from lineside.errors import DocumentError
+from lineside.log import configure
+from lineside.runtime import Counters, describe_decode_error, run
+from lineside.settings import load
+from schemas import codec, topics
+from schemas.messages import IngestDocument, IngestInbox, IngestStatus
+from services.ingest.handlers import doc_id_of, process
+from services.ingest.settings import IngestSettings
+
+
+async def main() -> None:
+    """Serve ingest requests until cancelled."""
+    s = load(IngestSettings, "LINESIDE_INGEST_")
+    log = configure("ingest")
+    decode = codec.decoder(IngestInbox)
+    json_enc = msgspec.json.Encoder()
+    counters = Counters()
+    max_bytes = int(s.max_document_mb * 2**20)
+
+    async def status(bus: Bus, st: IngestStatus) -> None:
+        await bus.publish(topics.INGEST_STATUS, json_enc.encode(st))
+
+    async def handle(bus: Bus, doc: IngestDocument) -> None:
+        t = time.perf_counter()
+        await status(bus, IngestStatus(request_id=doc.request_id, doc=doc.name, stage="received"))
+        try:
+            msg = await asyncio.to_thread(process, doc, max_bytes)
+        except DocumentError as exc:
+            counters.inc("failed")
+            log.warning("ingest_failed", doc=doc.name, request_id=doc.request_id, reason=exc.reason)
+            await status(bus, IngestStatus(request_id=doc.request_id, doc=doc.name, stage="failed", reason=exc.reason))
+            return
+        except Exception as exc:  # a parser bug must not take the service down with the batch
+            counters.inc("failed")
+            log.exception("ingest_crashed", doc=doc.name, request_id=doc.request_id)
+            await status(
+                bus,
+                IngestStatus(
+                    request_id=doc.request_id, doc=doc.name, stage="failed", reason=f"could not parse: {type(exc).__name__}: {exc}"
+                ),
+            )
+            return
+        await bus.publish(topics.INDEX, codec.encode(msg))
+        await status(
+            bus, IngestStatus(request_id=doc.request_id, doc=doc.name, doc_id=doc_id_of(doc.name), stage="parsed", chunks=len(msg.chunks))
+        )
+        log.info(
+            "parsed", doc=doc.name, request_id=doc.request_id, chunks=len(msg.chunks), latency_ms=round((time.perf_counter() - t) * 1000, 1)
+        )
+
+    async def consume(bus: Bus) -> None:
+        queue: asyncio.Queue[IngestDocument] = asyncio.Queue()
+
+        async def dispatch() -> None:
+            async for m in bus.messages():
+                try:
+                    queue.put_nowait(decode.decode(m.payload))
+                except Exception as exc:
+                    log.warning("invalid_message", topic=m.topic, reason=describe_decode_error(exc), invalid_total=counters.inc("invalid"))
+
+        async def worker() -> None:
+            while True:
+                await handle(bus, await queue.get())
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(dispatch(), name="dispatch")
+            tg.create_task(worker(), name="parse")
+
+    def make_bus() -> Bus:
+        return Bus(s, client_id=s.client_id, service="ingest", subscriptions=(topics.INGEST_DOCUMENT,), persistent=True)
+
+    await run_forever(make_bus, consume, lambda err, wait: log.warning("reconnecting", error=err, wait_s=round(wait, 2)))
+
+
+if __name__ == "__main__":
+    run(main)

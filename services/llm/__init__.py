@@ -1,0 +1,1 @@
+"""LLM service: answers a question from retrieved passages with a local GGUF model."""

@@ -1,0 +1,1 @@
+"""Retriever service: embeds chunks, owns the index, answers searches."""

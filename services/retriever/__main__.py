@@ -1,0 +1,155 @@
+"""Retriever wiring: settings, model, index, bus, consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import msgspec
+
+from lineside.bus import Bus, run_forever
+from lineside.log import configure
+from lineside.runtime import Counters, describe_decode_error, run
+from lineside.settings import load
+from schemas import codec, topics
+from schemas.messages import (
+    DeleteDocument,
+    IndexChunks,
+    IngestStatus,
+    RetrieveReply,
+    RetrieveRequest,
+    RetrieverInbox,
+)
+from services.retriever.adapters import Index, MiniLM
+from services.retriever.handlers import best_first, embedding_text, line_allows
+from services.retriever.settings import RetrieverSettings
+
+SEARCH_WORKERS = 2
+"""Two searches in flight: one embeds while the other's FAISS scan and SQLite lookup run."""
+
+
+async def main() -> None:
+    """Load the model and index, then serve searches and index updates until cancelled."""
+    settings = load(RetrieverSettings, "LINESIDE_RETRIEVER_")
+    log = configure("retriever")
+    t0 = time.perf_counter()
+    embedder = await asyncio.to_thread(MiniLM, settings.threads, settings.batch_size)
+    index = Index(Path(settings.data_dir) / "index")
+    log.info("ready", chunks=len(index), docs=len(index.documents()), load_s=round(time.perf_counter() - t0, 2))
+    decode = codec.decoder(RetrieverInbox)
+    model_lock = asyncio.Semaphore(1)  # torch already uses every core; two embeds at once only thrash
+    counters = Counters()
+    json_enc = msgspec.json.Encoder()
+
+    def search(req: RetrieveRequest) -> list:
+        vec = embedder.embed([req.question])[0]
+        k = min(req.top_k, settings.max_top_k)
+        hits = index.search(vec, k * settings.oversample)
+        hits = [h for h in hits if line_allows(h.line, req.line)]
+        return best_first(hits, k)
+
+    async def handle_search(bus: Bus, req: RetrieveRequest) -> None:
+        t = time.perf_counter()
+        try:
+            async with model_lock:
+                passages = await asyncio.to_thread(search, req)
+            reply = RetrieveReply(request_id=req.request_id, passages=passages, latency_ms=(time.perf_counter() - t) * 1000)
+        except Exception as exc:  # a failed search is answered with an error, never silence
+            log.exception("search_failed", request_id=req.request_id)
+            reply = RetrieveReply(request_id=req.request_id, error=f"search failed: {exc}")
+        if topics.is_valid_publish_topic(req.reply_to):
+            await bus.publish(req.reply_to, codec.encode(reply))
+        log.info(
+            "search",
+            request_id=req.request_id,
+            passages=len(reply.passages),
+            best=round(reply.passages[0].score, 3) if reply.passages else None,
+            latency_ms=round(reply.latency_ms, 1),
+        )
+
+    async def status(bus: Bus, st: IngestStatus) -> None:
+        await bus.publish(topics.INGEST_STATUS, json_enc.encode(st))
+
+    async def handle_index(bus: Bus, msg: IndexChunks) -> None:
+        t = time.perf_counter()
+        if index.version_of(msg.doc) == msg.version:
+            await status(
+                bus, IngestStatus(request_id=msg.request_id, doc=msg.doc, doc_id=msg.doc_id, stage="unchanged", chunks=len(msg.chunks))
+            )
+            log.info("index_unchanged", doc=msg.doc, request_id=msg.request_id)
+            return
+        try:
+            async with model_lock:
+                vectors = await asyncio.to_thread(embedder.embed, [embedding_text(c) for c in msg.chunks])
+            await asyncio.to_thread(index.replace, msg.doc, msg.doc_id, msg.version, msg.chunks, vectors)
+        except Exception as exc:
+            log.exception("index_failed", doc=msg.doc, request_id=msg.request_id)
+            await status(
+                bus,
+                IngestStatus(request_id=msg.request_id, doc=msg.doc, doc_id=msg.doc_id, stage="failed", reason=f"indexing failed: {exc}"),
+            )
+            return
+        await status(bus, IngestStatus(request_id=msg.request_id, doc=msg.doc, doc_id=msg.doc_id, stage="indexed", chunks=len(msg.chunks)))
+        log.info(
+            "indexed", doc=msg.doc, request_id=msg.request_id, chunks=len(msg.chunks), latency_ms=round((time.perf_counter() - t) * 1000, 1)
+        )
+
+    async def handle_delete(bus: Bus, msg: DeleteDocument) -> None:
+        found = await asyncio.to_thread(index.delete, msg.doc)
+        await status(
+            bus,
+            IngestStatus(
+                request_id=msg.request_id, doc=msg.doc, stage="deleted" if found else "failed", reason="" if found else "no such document"
+            ),
+        )
+        log.info("delete", doc=msg.doc, found=found, request_id=msg.request_id)
+
+    async def consume(bus: Bus) -> None:
+        searches: asyncio.Queue[RetrieveRequest] = asyncio.Queue()
+        updates: asyncio.Queue[IndexChunks | DeleteDocument] = asyncio.Queue()
+
+        async def dispatch() -> None:
+            async for m in bus.messages():
+                try:
+                    msg = decode.decode(m.payload)
+                except Exception as exc:
+                    n = counters.inc("invalid")
+                    log.warning("invalid_message", topic=m.topic, reason=describe_decode_error(exc), invalid_total=n)
+                    continue
+                if isinstance(msg, RetrieveRequest):
+                    searches.put_nowait(msg)
+                else:
+                    updates.put_nowait(msg)
+
+        async def search_worker() -> None:
+            while True:
+                await handle_search(bus, await searches.get())
+
+        async def update_worker() -> None:
+            while True:
+                msg = await updates.get()
+                if isinstance(msg, IndexChunks):
+                    await handle_index(bus, msg)
+                else:
+                    await handle_delete(bus, msg)
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(dispatch(), name="dispatch")
+            for i in range(SEARCH_WORKERS):
+                tg.create_task(search_worker(), name=f"search-{i}")
+            tg.create_task(update_worker(), name="index")
+
+    def make_bus() -> Bus:
+        return Bus(
+            settings, client_id=settings.client_id, service="retriever", subscriptions=(topics.RETRIEVE, topics.INDEX), persistent=True
+        )
+
+    try:
+        await run_forever(make_bus, consume, lambda err, wait: log.warning("reconnecting", error=err, wait_s=round(wait, 2)))
+    finally:
+        index.close()
+
+
+if __name__ == "__main__":
+    run(main)
