@@ -27,10 +27,12 @@ _json_encoder = msgspec.json.Encoder()
 class BadRequest(ValueError):
     """A device payload that cannot become a question; ``code`` is machine-readable."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.request_id = request_id
+        """The request id the device sent, when it could be read, so the rejection can echo it."""
 
 
 def encode(msg: msgspec.Struct) -> bytes:
@@ -88,6 +90,16 @@ def _depth(obj: Any, limit: int = MAX_DEPTH) -> int:
 
 
 def _convert(obj: Any) -> AskRequest:
+    rid = obj.get("request_id") if isinstance(obj, dict) else None
+    try:
+        return _convert_object(obj)
+    except BadRequest as exc:
+        if isinstance(rid, str) and 0 < len(rid) <= 128:
+            exc.request_id = rid
+        raise
+
+
+def _convert_object(obj: Any) -> AskRequest:
     if not isinstance(obj, dict):
         raise BadRequest("not_an_object", f'payload must be an object with a "question" field, got {type(obj).__name__}')
     if "question" not in obj:

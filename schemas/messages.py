@@ -98,6 +98,8 @@ class RetrieveReply(_Msg, tag="retrieve.reply.v1", frozen=True, kw_only=True):
     passages: list[Passage] = []
     latency_ms: float = 0.0
     error: str | None = None
+    unknown_terms: list[str] = []
+    """Codes or line numbers the question names that no document contains (a reason to fall back)."""
 
 
 class GenerateRequest(_Msg, tag="generate.request.v1", frozen=True, kw_only=True):

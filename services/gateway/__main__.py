@@ -53,7 +53,7 @@ async def main() -> None:
         try:
             req = codec.decode_ask(m.payload, m.content_type)
         except BadRequest as exc:
-            return h.rejected(h.request_id_of(None, m.correlation_data), exc.code, exc.message, ms())
+            return h.rejected(exc.request_id or h.request_id_of(None, m.correlation_data), exc.code, exc.message, ms())
         rid = h.request_id_of(req, m.correlation_data)
         structlog.contextvars.bind_contextvars(request_id=rid, device=route.device)
         key = f"{route.device or '-'}/{rid}"
@@ -74,7 +74,9 @@ async def main() -> None:
         assert isinstance(rr, RetrieveReply)
         if rr.error:
             return h.failed(rid, "error", "retrieval_failed", rr.error, ms())
-        if h.should_fall_back(rr.passages, s.fallback_threshold):
+        reason = h.fallback_reason(rr.passages, rr.unknown_terms, s.fallback_threshold)
+        if reason:
+            structlog.contextvars.bind_contextvars(fallback=reason)
             return h.fallback(rid, s.fallback_message_zh if lang == "zh" else s.fallback_message, ms())
         deadline = time.time() + m.message_expiry_s if m.message_expiry_s else None
         try:

@@ -63,9 +63,20 @@ def language(req: AskRequest) -> str:
     return "zh" if is_chinese(req.question) else "en"
 
 
-def should_fall_back(passages: Sequence[Passage], threshold: float) -> bool:
-    """Fall back when nothing was found or the best score is below ``threshold``."""
-    return not passages or passages[0].score < threshold
+def fallback_reason(passages: Sequence[Passage], unknown_terms: Sequence[str], threshold: float) -> str | None:
+    """Why the documents cannot answer, or None when they may.
+
+    Nothing found; the question names a code or line that no document mentions; or no
+    passage is similar enough (cosine of all-MiniLM-L6-v2 embeddings below ``threshold``).
+    """
+    if not passages:
+        return "nothing found"
+    if unknown_terms:
+        return "not in any document: " + ", ".join(unknown_terms)
+    best = max(p.score for p in passages)
+    if best < threshold:
+        return f"best score {best:.2f} below {threshold:.2f}"
+    return None
 
 
 def fallback(request_id: str, message: str, latency_ms: float) -> Answer:

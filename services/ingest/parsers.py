@@ -141,6 +141,31 @@ def _clean_pdf_page(text: str) -> str:
     return "\n".join(out).strip()
 
 
+def _pdf_tables_to_rows(lines: list[str]) -> list[str]:
+    """Rows of a layout-extracted table become ``column: value`` lines under its header row.
+
+    A table is a run of lines with column gaps (`` | ``), blank lines allowed between rows;
+    its first line is the header. A value then keeps its column's name when the page is
+    split into chunks, and a small model cannot read a value from the wrong column.
+    """
+    out: list[str] = []
+    header: list[str] | None = None
+    for ln in lines:
+        cells = [c.strip() for c in ln.split(" | ")] if " | " in ln else None
+        if cells is None:
+            if ln == "" and header is not None:
+                continue  # blank line inside a table
+            header = None
+            out.append(ln)
+            continue
+        if header is None or len(cells) > len(header):
+            header = cells
+            out.append(ln)
+            continue
+        out.append(_row_text(header, cells))
+    return out
+
+
 def parse_pdf(name: str, data: bytes) -> list[Section]:
     """Text PDF: one locator per physical page; tables stay rows (layout extraction);
     running headers and footers that repeat on most pages are dropped."""
@@ -168,7 +193,7 @@ def parse_pdf(name: str, data: bytes) -> list[Section]:
                 doc_title = doc_title or ln.split(" | ")[0].strip()
     sections = []
     for i, page in enumerate(pages, 1):
-        kept = [ln for ln in page.splitlines() if _norm_line(ln) not in repeated]
+        kept = _pdf_tables_to_rows([ln for ln in page.splitlines() if _norm_line(ln) not in repeated])
         body = "\n".join(kept).strip()
         if not body:
             continue
@@ -250,7 +275,12 @@ def parse_html(name: str, data: bytes) -> list[Section]:
     import lxml.html
 
     try:
-        root = lxml.html.fromstring(data)
+        # Wiki exports are UTF-8 far more often than they declare it; lxml alone would guess Latin-1.
+        try:
+            source: str | bytes = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            source = data
+        root = lxml.html.fromstring(source)
     except (ValueError, lxml.etree.ParserError) as exc:
         raise DocumentError(name, f"not readable HTML ({exc})") from exc
     for bad in root.xpath("//script|//style|//nav|//header|//footer|//noscript|//aside|//*[@role='navigation']"):
@@ -318,12 +348,15 @@ def parse_docx(name: str, data: bytes) -> list[Section]:
 def _decode_text(name: str, data: bytes) -> str:
     if b"\x00" in data[:8192]:
         raise DocumentError(name, "binary content in a text file")
-    for enc in ("utf-8-sig", "utf-16"):
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         try:
-            return data.decode(enc)
+            return data.decode("utf-16")
         except UnicodeDecodeError:
-            continue
-    raise DocumentError(name, "text is not UTF-8: save it as UTF-8")
+            pass
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(name, f"text is not UTF-8 (byte {exc.start}): save it as UTF-8") from exc
 
 
 PARSERS: dict[str, Callable[[str, bytes], list[Section]]] = {

@@ -17,13 +17,18 @@ from schemas.messages import (
     DeleteDocument,
     IndexChunks,
     IngestStatus,
+    Passage,
     RetrieveReply,
     RetrieveRequest,
     RetrieverInbox,
 )
 from services.retriever.adapters import Index, MiniLM
-from services.retriever.handlers import best_first, embedding_text, line_allows
+from services.retriever.handlers import embedding_text
+from services.retriever.search import hybrid_search
 from services.retriever.settings import RetrieverSettings
+
+MIN_POOL = 32
+"""Each ranking contributes at least this many candidates: fusion needs depth to agree on."""
 
 SEARCH_WORKERS = 2
 """Two searches in flight: one embeds while the other's FAISS scan and SQLite lookup run."""
@@ -42,19 +47,19 @@ async def main() -> None:
     counters = Counters()
     json_enc = msgspec.json.Encoder()
 
-    def search(req: RetrieveRequest) -> list:
+    def search(req: RetrieveRequest) -> tuple[list[Passage], list[str]]:
         vec = embedder.embed([req.question])[0]
         k = min(req.top_k, settings.max_top_k)
-        hits = index.search(vec, k * settings.oversample)
-        hits = [h for h in hits if line_allows(h.line, req.line)]
-        return best_first(hits, k)
+        return hybrid_search(index, vec, req.question, k, max(k * settings.oversample, MIN_POOL), req.line)
 
     async def handle_search(bus: Bus, req: RetrieveRequest) -> None:
         t = time.perf_counter()
         try:
             async with model_lock:
-                passages = await asyncio.to_thread(search, req)
-            reply = RetrieveReply(request_id=req.request_id, passages=passages, latency_ms=(time.perf_counter() - t) * 1000)
+                passages, unknown = await asyncio.to_thread(search, req)
+            reply = RetrieveReply(
+                request_id=req.request_id, passages=passages, unknown_terms=unknown, latency_ms=(time.perf_counter() - t) * 1000
+            )
         except Exception as exc:  # a failed search is answered with an error, never silence
             log.exception("search_failed", request_id=req.request_id)
             reply = RetrieveReply(request_id=req.request_id, error=f"search failed: {exc}")
@@ -64,7 +69,8 @@ async def main() -> None:
             "search",
             request_id=req.request_id,
             passages=len(reply.passages),
-            best=round(reply.passages[0].score, 3) if reply.passages else None,
+            best=round(max(p.score for p in reply.passages), 3) if reply.passages else None,
+            unknown=reply.unknown_terms or None,
             latency_ms=round(reply.latency_ms, 1),
         )
 

@@ -14,6 +14,7 @@ import faiss
 import numpy as np
 
 from schemas.messages import Chunk, Passage
+from services.retriever.handlers import lexical_text
 
 DIM = 384
 """all-MiniLM-L6-v2 produces 384-dimensional vectors."""
@@ -70,6 +71,12 @@ CREATE TABLE IF NOT EXISTS chunks (
     embedding BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    title, text, content='chunks', content_rowid='id', tokenize='trigram'
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_lex USING fts5(
+    title, text, tokenize='unicode61 remove_diacritics 2'
+);
 """
 
 
@@ -99,6 +106,14 @@ class Index:
 
     def _load_vectors(self) -> faiss.IndexIDMap2:
         (count,) = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()
+        if count and self._db.execute("SELECT COUNT(*) FROM chunks_fts_docsize").fetchone()[0] != count:
+            self._db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
+        if self._db.execute("SELECT COUNT(*) FROM chunks_lex").fetchone()[0] != count:
+            self._db.execute("DELETE FROM chunks_lex")
+            for cid, title, text in self._db.execute("SELECT id, title, text FROM chunks").fetchall():
+                self._db.execute(
+                    "INSERT INTO chunks_lex(rowid, title, text) VALUES (?,?,?)", (cid, lexical_text(title), lexical_text(text))
+                )
         if self._faiss_path.exists():
             idx = faiss.read_index(str(self._faiss_path))
             if idx.ntotal == count:
@@ -117,6 +132,14 @@ class Index:
         faiss.write_index(idx, str(tmp))
         os.replace(tmp, self._faiss_path)
 
+    @staticmethod
+    def _fts_remove(cur: sqlite3.Cursor, doc: str) -> None:
+        # External-content FTS5 tables are told what to forget with the old values.
+        cur.execute(
+            "INSERT INTO chunks_fts(chunks_fts, rowid, title, text) SELECT 'delete', id, title, text FROM chunks WHERE doc = ?", (doc,)
+        )
+        cur.execute("DELETE FROM chunks_lex WHERE rowid IN (SELECT id FROM chunks WHERE doc = ?)", (doc,))
+
     def version_of(self, doc: str) -> str | None:
         """Stored version (content sha256) of ``doc``, or None."""
         row = self._db.execute("SELECT version FROM docs WHERE doc = ?", (doc,)).fetchone()
@@ -129,6 +152,7 @@ class Index:
             cur.execute("BEGIN IMMEDIATE")
             try:
                 old = [r[0] for r in cur.execute("SELECT id FROM chunks WHERE doc = ?", (doc,))]
+                self._fts_remove(cur, doc)
                 cur.execute("DELETE FROM chunks WHERE doc = ?", (doc,))
                 cur.execute(
                     "INSERT OR REPLACE INTO docs(doc, doc_id, version, chunks, ingested_at) VALUES (?,?,?,?,?)",
@@ -141,6 +165,11 @@ class Index:
                         (doc, doc_id, ch.locator, ch.title, ch.text, ch.line, vec.astype(np.float32).tobytes()),
                     )
                     new_ids.append(cur.lastrowid)
+                    cur.execute("INSERT INTO chunks_fts(rowid, title, text) VALUES (?,?,?)", (cur.lastrowid, ch.title, ch.text))
+                    cur.execute(
+                        "INSERT INTO chunks_lex(rowid, title, text) VALUES (?,?,?)",
+                        (cur.lastrowid, lexical_text(ch.title), lexical_text(ch.text)),
+                    )
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -157,6 +186,7 @@ class Index:
             cur = self._db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             old = [r[0] for r in cur.execute("SELECT id FROM chunks WHERE doc = ?", (doc,))]
+            self._fts_remove(cur, doc)
             cur.execute("DELETE FROM chunks WHERE doc = ?", (doc,))
             n = cur.execute("DELETE FROM docs WHERE doc = ?", (doc,)).rowcount
             cur.execute("COMMIT")
@@ -169,31 +199,61 @@ class Index:
         """(doc, version, chunks, ingested_at) for every stored document."""
         return list(self._db.execute("SELECT doc, version, chunks, ingested_at FROM docs ORDER BY doc"))
 
+    def consistent(self) -> threading.RLock:
+        """Hold this while reading several things that must come from one version of the index."""
+        return self._lock
+
     def __len__(self) -> int:
         return int(self._vectors.ntotal)
 
-    def search(self, vector: np.ndarray, k: int) -> list[Passage]:
-        """The ``k`` nearest chunks by cosine similarity, best first."""
+    def vector_ranking(self, vector: np.ndarray, k: int) -> list[int]:
+        """Chunk ids of the ``k`` nearest vectors, best first."""
         with self._lock:
             if self._vectors.ntotal == 0:
                 return []
-            scores, ids = self._vectors.search(vector.reshape(1, -1).astype(np.float32), min(k, self._vectors.ntotal))
-            pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-            if not pairs:
-                return []
-            marks = ",".join("?" * len(pairs))
-            rows = {
-                r[0]: r
-                for r in self._db.execute(
-                    f"SELECT id, doc, doc_id, locator, title, text, line FROM chunks WHERE id IN ({marks})",  # noqa: S608
-                    [p[0] for p in pairs],
-                )
-            }
+            _, ids = self._vectors.search(vector.reshape(1, -1).astype(np.float32), min(k, self._vectors.ntotal))
+        return [int(i) for i in ids[0] if i >= 0]
+
+    def lexical_ranking(self, match: str, k: int) -> list[int]:
+        """Chunk ids of the ``k`` best BM25 matches of an FTS5 expression, best first."""
+        if not match:
+            return []
+        try:
+            rows = self._db.execute(
+                "SELECT rowid FROM chunks_lex WHERE chunks_lex MATCH ? ORDER BY bm25(chunks_lex, 0.5, 1.0) LIMIT ?", (match, k)
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []  # a query FTS5 cannot parse finds nothing rather than failing the search
+        return [r[0] for r in rows]
+
+    def contains(self, phrase: str) -> bool:
+        """True when any chunk contains ``phrase`` (case-insensitive substring, 3+ characters)."""
+        if len(phrase) < 3:
+            return True  # the trigram index cannot tell; do not claim it is missing
+        q = '"' + phrase.replace('"', '""') + '"'
+        try:
+            return self._db.execute("SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT 1", (q,)).fetchone() is not None
+        except sqlite3.OperationalError:
+            return True
+
+    def passages(self, ids: Sequence[int], vector: np.ndarray) -> list[Passage]:
+        """Passages for chunk ``ids`` (in that order), scored by cosine similarity to ``vector``."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = {
+            r[0]: r
+            for r in self._db.execute(
+                f"SELECT id, doc, doc_id, locator, title, text, line, embedding FROM chunks WHERE id IN ({marks})",  # noqa: S608
+                list(ids),
+            )
+        }
         out = []
-        for cid, score in pairs:
+        for cid in ids:
             r = rows.get(cid)
             if r is None:
-                continue
+                continue  # replaced between ranking and fetching: the new version is found next time
+            score = float(np.dot(np.frombuffer(r[7], dtype=np.float32), vector))
             out.append(Passage(chunk_id=cid, doc=r[1], doc_id=r[2], locator=r[3], title=r[4], text=r[5], line=r[6], score=score))
         return out
 

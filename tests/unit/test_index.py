@@ -1,0 +1,91 @@
+"""The retriever's index on real FAISS and SQLite (vectors are made up: the embedder is not under test)."""
+
+import numpy as np
+import pytest
+
+from schemas.messages import Chunk
+from services.retriever.adapters import DIM, Index
+from services.retriever.search import hybrid_search
+
+
+def _vecs(n: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _chunks(*texts: str, line: str | None = None) -> list[Chunk]:
+    return [Chunk(locator=f"row {i + 2}", title="faults.csv", text=t, line=line) for i, t in enumerate(texts)]
+
+
+@pytest.fixture
+def index(tmp_path):
+    idx = Index(tmp_path / "index")
+    yield idx
+    idx.close()
+
+
+def test_vector_search_finds_the_nearest_chunk(index):
+    vecs = _vecs(3, 1)
+    index.replace("a.csv", "a", "v1", _chunks("one", "two", "three"), vecs)
+    hits = index.passages(index.vector_ranking(vecs[1], 1), vecs[1])
+    assert hits[0].text == "two" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_replace_swaps_versions_and_delete_removes_everything(index):
+    index.replace("a.csv", "a", "v1", _chunks("old E-104 text"), _vecs(1, 1))
+    index.replace("a.csv", "a", "v2", _chunks("new E-104 text", "more"), _vecs(2, 2))
+    assert index.version_of("a.csv") == "v2"
+    assert len(index) == 2
+    assert [r[0] for r in index.documents()] == ["a.csv"]
+    assert not index.contains("old E-104")
+    assert index.contains("new E-104")
+    assert index.delete("a.csv")
+    assert len(index) == 0 and index.documents() == []
+    assert not index.contains("E-104")
+    assert not index.delete("a.csv")
+
+
+def test_index_survives_restart_and_rebuilds_lost_vectors(tmp_path):
+    idx = Index(tmp_path / "i")
+    vecs = _vecs(2, 3)
+    idx.replace("a.csv", "a", "v1", _chunks("alpha", "beta"), vecs)
+    idx.close()
+    (tmp_path / "i" / "vectors.faiss").unlink()  # as after a crash between SQLite and FAISS
+    again = Index(tmp_path / "i")
+    assert len(again) == 2
+    assert again.passages(again.vector_ranking(vecs[0], 1), vecs[0])[0].text == "alpha"
+    again.close()
+
+
+def test_exact_code_and_machine_rank_their_row_first(index):
+    texts = [
+        "Code: E-104; Machine: LX-300 Labeler; Description: Label web break",
+        "Code: E-104; Machine: RF-40 Filler; Description: Fill valve position feedback timeout",
+        "Code: E-110; Machine: RF-40 Filler; Description: Main drive inverter fault",
+    ]
+    vecs = _vecs(3, 4)
+    index.replace("faults.xlsx", "f", "v1", _chunks(*texts), vecs)
+    # The query vector resembles the wrong row: exact terms must still win.
+    hits, unknown = hybrid_search(index, vecs[2], "What does E-104 mean on the RF-40 filler?", 3, 10)
+    assert "feedback timeout" in hits[0].text
+    assert unknown == []
+
+
+def test_unknown_codes_and_lines_are_reported(index):
+    index.replace("n.txt", "n", "v1", _chunks("Line 3 capper torque 3.1 N·m, fault E-204"), _vecs(1, 5))
+    _, unknown = hybrid_search(index, _vecs(1, 6)[0], "Capper on Line 4 shows E-999 and E-204", 3, 10)
+    assert unknown == ["E-999", "Line 4"]
+
+
+def test_line_filter_keeps_own_line_and_plant_wide(index):
+    index.replace("l2.md", "l2", "v", _chunks("changeover torque", line="Line 2"), _vecs(1, 7))
+    index.replace("l3.md", "l3", "v", _chunks("changeover torque", line="Line 3"), _vecs(1, 8))
+    index.replace("all.md", "all", "v", _chunks("changeover torque"), _vecs(1, 9))
+    hits, _ = hybrid_search(index, _vecs(1, 10)[0], "changeover torque", 5, 10, line="3")
+    assert sorted(h.doc for h in hits) == ["all.md", "l3.md"]
+
+
+def test_chinese_question_finds_chinese_passage_lexically(index):
+    index.replace("zh.md", "z", "v", _chunks("回油滤芯 HF-10 每 1000 运行小时更换一次。", "液压油每年更换。"), _vecs(2, 11))
+    hits, _ = hybrid_search(index, _vecs(1, 12)[0], "回油滤芯多久更换一次？", 1, 10)
+    assert "1000" in hits[0].text

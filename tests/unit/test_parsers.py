@@ -1,0 +1,138 @@
+"""Parsers and chunking on the sample documents in examples/docs: structure and locators."""
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from lineside.errors import DocumentError
+from services.ingest import parsers
+from services.ingest.chunking import CHUNK_TOKENS, Section, chunk_section, chunk_sections, tokens
+
+DOCS = Path(__file__).resolve().parents[2] / "examples" / "docs"
+
+
+def _parse(name: str):
+    path = DOCS / name
+    return parsers.PARSERS[path.suffix](name, path.read_bytes())
+
+
+def test_pdf_has_one_locator_per_page_and_tables_as_rows():
+    sections = _parse("PX-200_Press_Manual.pdf")
+    assert [s.locator for s in sections] == ["page 1", "page 2", "page 3", "page 4"]
+    page3 = sections[2].text
+    assert "Joint: Flange bolts, hydraulic pump P-201; Thread: M12; Torque: 85 N·m" in page3
+    assert "3 Maintenance and Tightening Torques" in sections[2].title
+
+
+def test_pdf_running_footer_is_dropped():
+    assert all("Page " not in s.text for s in _parse("PX-200_Press_Manual.pdf"))
+
+
+def test_markdown_sections_and_table_rows():
+    sections = _parse("wiki_press_line_lockout.md")
+    by_loc = {s.locator: s for s in sections}
+    iso = by_loc["section Energy Isolation Points"]
+    assert "Machine: Coil feeder CF-4; Electrical isolator: Q7 in panel MCC-P1" in iso.text
+    assert iso.title == "wiki_press_line_lockout.md > Lockout Procedure - Press Line 1 > Energy Isolation Points"
+
+
+def test_text_notice_sections_from_framed_headings():
+    sections = _parse("operator_notice_RSW-ON-12.txt")
+    assert [s.locator for s in sections] == ["paragraph 1", "section 1. NEW COIL SUPPLIER ON PRESS LINE 1", "section 2. HEARING PROTECTION"]
+    assert "Halvorsen Steel" in sections[1].text
+
+
+def test_chinese_markdown():
+    sections = _parse("hydraulic_unit_zh.md")
+    assert "section 滤芯更换" in [s.locator for s in sections]
+
+
+def test_csv_rows_keep_their_columns_and_line():
+    sections = _parse("press_fault_codes.csv")
+    assert sections[0].locator == "row 2"
+    assert sections[1].text.startswith("code: P-22; machine: PX-200 press; line: Line 1")
+    assert sections[1].line == "Line 1"
+    assert all(s.atomic for s in sections)
+
+
+def test_plain_text_without_headings_is_paragraphs():
+    sections = parsers.parse_text("n.txt", "first para\nstill first\n\nsecond para")
+    assert [(s.locator, s.text) for s in sections] == [("paragraph 1", "first para\nstill first"), ("paragraph 2", "second para")]
+
+
+def test_html_drops_navigation_and_scripts():
+    html = b"""<html><head><title>SOP</title><style>p{}</style></head><body><nav>Home | Wiki</nav>
+    <h1>Changeover</h1><p>Intro text.</p><h2>Torque Values</h2>
+    <table><tr><th>Part</th><th>Torque</th></tr><tr><td>Star wheel</td><td>14 N\xc2\xb7m</td></tr></table>
+    <script>alert(1)</script></body></html>"""
+    sections = parsers.parse_html("sop.html", html)
+    text = "\n".join(s.text for s in sections)
+    assert "Home" not in text and "alert" not in text
+    torque = next(s for s in sections if s.locator == "section Torque Values")
+    assert "Part: Star wheel; Torque: 14 N·m" in torque.text
+
+
+def test_xlsx_rows_with_sheet_locator(tmp_path):
+    openpyxl = pytest.importorskip("openpyxl")
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "Faults"
+    ws.append(["Code", "Machine", "Description"])
+    ws.append(["E-104", "RF-40 filler", "Fill valve position feedback timeout"])
+    ws.append(["E-104", "LX-300 labeler", "Web break"])
+    buf = io.BytesIO()
+    wb.save(buf)
+    sections = parsers.parse_xlsx("faults.xlsx", buf.getvalue())
+    assert [s.locator for s in sections] == ["sheet Faults row 2", "sheet Faults row 3"]
+    assert sections[1].text == "Code: E-104; Machine: LX-300 labeler; Description: Web break"
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "reason"),
+    [
+        ("bad.pdf", b"%PDF-1.4 garbage", "not a readable PDF"),
+        ("bad.xlsx", b"\x00\x01binary", "not a readable XLSX"),
+        ("bad.docx", b"PK\x03\x04broken", "not a readable DOCX"),
+        ("bin.txt", b"abc\x00def", "binary"),
+        ("latin.md", "caf\xe9".encode("latin-1"), "UTF-8"),
+    ],
+)
+def test_bad_files_say_what_is_wrong(name, data, reason):
+    with pytest.raises(DocumentError) as err:
+        parsers.PARSERS[Path(name).suffix](name, data)
+    assert reason in err.value.reason
+
+
+def test_pdf_without_text_layer_is_reported_as_scanned():
+    import sys
+
+    sys.path.insert(0, str(DOCS.parent))
+    from make_pdf import build
+
+    with pytest.raises(DocumentError) as err:
+        parsers.parse_pdf("scan.pdf", build([[], []], footer=False))
+    assert "no text layer (scanned?)" in err.value.reason
+
+
+def test_chunks_respect_the_size_limit_with_overlap():
+    text = "\n".join(f"Step {i}: tighten bolt B{i} to {i * 5} N·m and check the gauge reading." for i in range(60))
+    chunks = chunk_section(Section(locator="section Steps", title="t", text=text))
+    assert len(chunks) > 3
+    assert all(tokens(c.text) <= CHUNK_TOKENS for c in chunks)
+    assert all(c.locator == "section Steps" for c in chunks)
+    first_tail = chunks[0].text.splitlines()[-1]
+    assert first_tail in chunks[1].text  # overlap keeps a boundary fact whole
+
+
+def test_cjk_is_measured_by_characters():
+    assert tokens("液压油使用抗磨液压油") == 10
+    chunks = chunk_sections([Section(locator="section x", title="t", text="液压站保养规程。" * 200)])
+    assert len(chunks) > 5
+
+
+def test_csv_header_is_row_1():
+    rows = list(csv.reader(io.StringIO((DOCS / "press_fault_codes.csv").read_text())))
+    sections = _parse("press_fault_codes.csv")
+    assert sections[0].text.startswith(f"code: {rows[1][0]}")

@@ -1,0 +1,41 @@
+"""Retrieval logic: query terms, identifiers, line scoping, fusion."""
+
+from schemas.messages import Chunk
+from services.retriever import handlers as h
+
+
+def test_lexical_terms_keep_codes_and_drop_stopwords():
+    terms = h.lexical_terms("What does fault code E-104 mean on the RF-40 filler?")
+    assert "E-104" in terms and "RF-40" in terms and "filler" in terms
+    assert "What" not in terms and "the" not in terms
+
+
+def test_chinese_terms_are_bigrams_in_query_and_index():
+    assert h.lexical_terms("贴标机报警") == ["贴标", "标机", "机报", "报警"]
+    assert h.lexical_text("3 线贴标机 E-104") == "3  线贴 贴标 标机  E-104"
+
+
+def test_fts_query_quotes_terms():
+    assert h.fts_query(["E-104", 'say "x"']) == '"E-104" OR "say ""x"""'
+
+
+def test_identifiers_and_lines():
+    assert h.identifiers("Torque for HP-4471-B and E-104 on Q31 with SKF 6205-2RS?") == ["HP-4471-B", "E-104", "Q31", "6205-2RS"]
+    assert h.identifiers("What is the torque?") == []
+    assert h.line_mentions("Capper on Line 4 and 3号线 and 2 线") == ["4", "3", "2"]
+
+
+def test_line_scope_sees_own_line_and_plant_wide():
+    assert h.line_allows(None, "3")
+    assert h.line_allows("Line 3", "L3")
+    assert h.line_allows("Line 3", None)
+    assert not h.line_allows("Line 2", "line 3")
+
+
+def test_rrf_rewards_agreement():
+    fused = h.fuse([[1, 2, 3], [3, 4]])
+    assert max(fused, key=fused.__getitem__) == 3
+
+
+def test_embedding_text_includes_title():
+    assert h.embedding_text(Chunk(locator="page 1", title="Manual > 3 Torques", text="45 N·m")) == "Manual > 3 Torques\n45 N·m"
