@@ -25,7 +25,8 @@ def test_unknown_json_fields_are_ignored():
 
 def test_msgpack_request():
     req = decode_ask(msgspec.msgpack.encode({"question": "3号线 E-104 是什么意思", "request_id": "7"}), codec.MSGPACK)
-    assert req.question.startswith("3号线") and req.request_id == "7"
+    assert req.question.startswith("3号线")
+    assert req.request_id == "7"
 
 
 def test_chinese_plain_text():

@@ -28,7 +28,8 @@ def test_vector_search_finds_the_nearest_chunk(index):
     vecs = _vecs(3, 1)
     index.replace("a.csv", "a", "v1", _chunks("one", "two", "three"), vecs)
     hits = index.passages(index.vector_ranking(vecs[1], 1), vecs[1])
-    assert hits[0].text == "two" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].text == "two"
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
 
 
 def test_replace_swaps_versions_and_delete_removes_everything(index):
@@ -40,7 +41,8 @@ def test_replace_swaps_versions_and_delete_removes_everything(index):
     assert not index.contains("old E-104")
     assert index.contains("new E-104")
     assert index.delete("a.csv")
-    assert len(index) == 0 and index.documents() == []
+    assert len(index) == 0
+    assert index.documents() == []
     assert not index.contains("E-104")
     assert not index.delete("a.csv")
 

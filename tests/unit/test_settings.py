@@ -9,10 +9,10 @@ from services.gateway.settings import GatewaySettings
 
 def test_shared_and_prefixed_variables(monkeypatch):
     monkeypatch.setenv("LINESIDE_MQTT_PORT", "18999")
-    monkeypatch.setenv("LINESIDE_DATA_DIR", "/tmp/x")
+    monkeypatch.setenv("LINESIDE_DATA_DIR", "/srv/lineside")
     monkeypatch.setenv("LINESIDE_GATEWAY_FALLBACK_THRESHOLD", "0.5")
     s = load(GatewaySettings, "LINESIDE_GATEWAY_")
-    assert (s.mqtt_port, s.data_dir, s.fallback_threshold) == (18999, "/tmp/x", 0.5)
+    assert (s.mqtt_port, s.data_dir, s.fallback_threshold) == (18999, "/srv/lineside", 0.5)
 
 
 def test_bad_value_names_the_field(monkeypatch):
