@@ -51,8 +51,12 @@ def start(port: int, state_dir: Path, *, log_path: Path | None = None, timeout_s
     if not port_free("127.0.0.1", port):
         raise BrokerError(f"port {port} on 127.0.0.1 is already taken: choose another with --port or LINESIDE_MQTT_PORT")
     conf = render_config(port, state_dir)
-    out = log_path.open("ab") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=out, stderr=out)
+    cmd = [mosquitto_binary(), "-c", str(conf)]
+    if log_path:
+        with log_path.open("ab") as out:  # the child keeps its own descriptor
+            proc = subprocess.Popen(cmd, stdout=out, stderr=out)
+    else:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:

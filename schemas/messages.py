@@ -100,6 +100,9 @@ class RetrieveReply(_Msg, tag="retrieve.reply.v1", frozen=True, kw_only=True):
     error: str | None = None
     unknown_terms: list[str] = []
     """Codes or line numbers the question names that no document contains (a reason to fall back)."""
+    exact_match: bool = False
+    """The best passage contains every code, part number, date and line the question names
+    (and it names at least one code or date): strong evidence that the documents answer it."""
 
 
 class GenerateRequest(_Msg, tag="generate.request.v1", frozen=True, kw_only=True):
@@ -123,6 +126,8 @@ class GenerateReply(_Msg, tag="generate.reply.v1", frozen=True, kw_only=True):
     completion_tokens: int = 0
     latency_ms: float = 0.0
     error: str | None = None
+    used: list[int] = []
+    """Indices of the request's passages that were put into the prompt (the token budget may drop some)."""
 
 
 class Chunk(msgspec.Struct, frozen=True, kw_only=True):

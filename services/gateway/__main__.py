@@ -74,7 +74,7 @@ async def main() -> None:
         assert isinstance(rr, RetrieveReply)
         if rr.error:
             return h.failed(rid, "error", "retrieval_failed", rr.error, ms())
-        reason = h.fallback_reason(rr.passages, rr.unknown_terms, s.fallback_threshold)
+        reason = h.fallback_reason(rr.passages, rr.unknown_terms, rr.exact_match, s.fallback_threshold)
         if reason:
             structlog.contextvars.bind_contextvars(fallback=reason)
             return h.fallback(rid, s.fallback_message_zh if lang == "zh" else s.fallback_message, ms())
@@ -99,7 +99,11 @@ async def main() -> None:
             return None  # the asker gave up (message expiry passed): nobody is listening
         if gr.error:
             return h.failed(rid, "error", "generation_failed", gr.error, ms())
-        return h.compose(rid, gr.text, rr.passages, gr.model, ms())
+        if h.says_unknown(gr.text):
+            structlog.contextvars.bind_contextvars(fallback="model found no answer in the passages")
+            return h.fallback(rid, s.fallback_message_zh if lang == "zh" else s.fallback_message, ms())
+        used = [rr.passages[i] for i in gr.used if 0 <= i < len(rr.passages)] or rr.passages
+        return h.compose(rid, gr.text, used, gr.model, ms())
 
     async def consume(bus: Bus) -> None:
         asks: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=s.max_waiting)

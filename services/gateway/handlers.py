@@ -63,16 +63,19 @@ def language(req: AskRequest) -> str:
     return "zh" if is_chinese(req.question) else "en"
 
 
-def fallback_reason(passages: Sequence[Passage], unknown_terms: Sequence[str], threshold: float) -> str | None:
+def fallback_reason(passages: Sequence[Passage], unknown_terms: Sequence[str], exact_match: bool, threshold: float) -> str | None:
     """Why the documents cannot answer, or None when they may.
 
-    Nothing found; the question names a code or line that no document mentions; or no
-    passage is similar enough (cosine of all-MiniLM-L6-v2 embeddings below ``threshold``).
+    Nothing found; the question names a code or line that no document mentions; or the best
+    passage neither contains every code and date the question names (``exact_match``) nor is
+    similar enough (cosine of all-MiniLM-L6-v2 embeddings below ``threshold``).
     """
     if not passages:
         return "nothing found"
     if unknown_terms:
         return "not in any document: " + ", ".join(unknown_terms)
+    if exact_match:
+        return None
     best = max(p.score for p in passages)
     if best < threshold:
         return f"best score {best:.2f} below {threshold:.2f}"
@@ -115,13 +118,40 @@ def snippet(text: str) -> str:
     return flat if len(flat) <= SNIPPET_CHARS else flat[: SNIPPET_CHARS - 1] + "…"
 
 
-def compose(request_id: str, text: str, passages: Sequence[Passage], model: str, latency_ms: float) -> Answer:
-    """The answered reply: sources are the passages the text cites, renumbered in citation order.
+_DONT_KNOW = re.compile(
+    r"\bI (?:don't|do not) know\b|\b(?:does|do) not (?:contain|mention|provide|include)\b|\bno information\b|"
+    r"不知道|无法回答|没有提供|没有相关|未提及|未提供",
+    re.IGNORECASE,
+)
+_FACT = re.compile(r"[A-Za-z]*\d[\w.,·°%/±-]*|\b[A-Z]{2,}[\w-]*")
 
-    When the model cites nothing, every passage it was given is listed, so the device can
-    still check where the answer came from.
+
+def says_unknown(text: str) -> bool:
+    """True when the model answered that the sources do not contain the answer."""
+    return not text.strip() or bool(_DONT_KNOW.search(text))
+
+
+def attribute(text: str, passages: Sequence[Passage]) -> list[int]:
+    """1-based numbers of the passages that support ``text``, best supported first.
+
+    A small model rarely writes [n] citations, so support is measured: the answer's facts
+    (numbers with units, codes, part numbers, names in capitals) found in each passage.
+    Passages that support nothing are left out, unless none supports anything.
     """
-    order = cited(text, len(passages)) or list(range(1, len(passages) + 1))
+    facts = {m.group(0).strip(".,").casefold() for m in _FACT.finditer(text)}
+    facts.discard("")
+    support = []
+    for i, p in enumerate(passages, 1):
+        body = f"{p.title} {p.text}".casefold()
+        support.append((sum(f in body for f in facts), i))
+    ranked = [i for n, i in sorted(support, key=lambda x: (-x[0], x[1])) if n > 0]
+    return ranked or list(range(1, len(passages) + 1))
+
+
+def compose(request_id: str, text: str, passages: Sequence[Passage], model: str, latency_ms: float) -> Answer:
+    """The answered reply: sources are the passages the text cites (renumbered in citation
+    order) or, when it cites none, the passages that support its facts."""
+    order = cited(text, len(passages)) or attribute(text, passages)
     renumber = {old: new for new, old in enumerate(order, 1)}
 
     def _sub(m: re.Match[str]) -> str:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from schemas.messages import Chunk
 
-CHUNK_TOKENS = 180
-"""all-MiniLM-L6-v2 reads 256 word pieces; 180 estimated tokens plus the title path fits."""
-OVERLAP_TOKENS = 30
+CHUNK_TOKENS = 120
+"""Small chunks: a 0.5B model reads one table row or paragraph far better than a page (docs/retrieval.md)."""
+OVERLAP_TOKENS = 20
 """A fact that straddles a split stays whole in one of the two chunks."""
 
 _WORD = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf]|[^\s\u4e00-\u9fff\u3400-\u4dbf]+")

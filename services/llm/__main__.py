@@ -15,7 +15,7 @@ from lineside.settings import load
 from schemas import codec, topics
 from schemas.messages import GenerateReply, GenerateRequest, LlmInbox
 from services.llm.adapters import LlamaCpp
-from services.llm.handlers import build_messages
+from services.llm.handlers import build_messages, pack
 from services.llm.models import resolve
 from services.llm.settings import LlmSettings
 
@@ -42,7 +42,9 @@ async def main() -> None:
             return
         t = time.perf_counter()
         try:
-            gen = await asyncio.to_thread(model.chat, build_messages(req.question, req.lang, req.passages), settings.max_tokens)
+            used = pack(req.passages, settings.context_budget, model.count_tokens)
+            messages = build_messages(req.question, req.lang, [req.passages[i] for i in used])
+            gen = await asyncio.to_thread(model.chat, messages, settings.max_tokens)
             rep = GenerateReply(
                 request_id=req.request_id,
                 text=gen.text,
@@ -50,6 +52,7 @@ async def main() -> None:
                 prompt_tokens=gen.prompt_tokens,
                 completion_tokens=gen.completion_tokens,
                 latency_ms=(time.perf_counter() - t) * 1000,
+                used=used,
             )
         except Exception as exc:
             log.exception("generate_failed", request_id=req.request_id)

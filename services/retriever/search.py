@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from schemas.messages import Passage
 from services.retriever.adapters import Index
 from services.retriever.handlers import (
     exact_counts,
+    exact_match,
     exact_ranking,
     exact_terms,
     fts_query,
@@ -21,10 +24,17 @@ from services.retriever.handlers import (
 )
 
 
-def hybrid_search(
-    index: Index, vector: np.ndarray, question: str, k: int, pool: int, line: str | None = None
-) -> tuple[list[Passage], list[str]]:
-    """The ``k`` best passages for ``question`` and the codes/lines it names that no document contains.
+class SearchResult(NamedTuple):
+    """Passages best first, names no document contains, and whether the best passage has every exact name."""
+
+    passages: list[Passage]
+    unknown_terms: list[str]
+    exact_match: bool
+
+
+def hybrid_search(index: Index, vector: np.ndarray, question: str, k: int, pool: int, line: str | None = None) -> SearchResult:
+    """The ``k`` best passages for ``question``, the codes/lines it names that no document contains,
+    and whether the best passage contains every code, date and line the question names.
 
     Candidates come from three rankings of ``pool`` each: FAISS cosine, BM25 over the
     question's words (Chinese as bigrams), and BM25 over its exact terms (codes, dates,
@@ -41,4 +51,5 @@ def hybrid_search(
     fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates)], fusion_weights(question))
     exact = exact_counts(question, candidates)
     candidates.sort(key=lambda p: (exact.get(p.chunk_id, 0), fused.get(p.chunk_id, 0.0)), reverse=True)
-    return [p for p in candidates if line_allows(p.line, line)][:k], unknown
+    hits = [p for p in candidates if line_allows(p.line, line)][:k]
+    return SearchResult(hits, unknown, bool(hits) and exact_match(question, hits[0]))

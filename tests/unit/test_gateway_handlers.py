@@ -38,10 +38,12 @@ def test_language_from_text_or_field():
 
 
 def test_fallback_reasons():
-    assert h.fallback_reason([], [], 0.4) == "nothing found"
-    assert "E-999" in (h.fallback_reason([_p(1)], ["E-999"], 0.4) or "")
-    assert "below" in (h.fallback_reason([_p(1, score=0.2), _p(2, score=0.3)], [], 0.4) or "")
-    assert h.fallback_reason([_p(1, score=0.2), _p(2, score=0.5)], [], 0.4) is None
+    assert h.fallback_reason([], [], False, 0.4) == "nothing found"
+    assert "E-999" in (h.fallback_reason([_p(1)], ["E-999"], True, 0.4) or "")
+    assert "below" in (h.fallback_reason([_p(1, score=0.2), _p(2, score=0.3)], [], False, 0.4) or "")
+    assert h.fallback_reason([_p(1, score=0.2), _p(2, score=0.5)], [], False, 0.4) is None
+    # A passage holding the exact code and date asked about is enough, however terse it is.
+    assert h.fallback_reason([_p(1, score=0.2)], [], True, 0.4) is None
 
 
 def test_citations_are_parsed_in_all_common_forms():

@@ -68,14 +68,16 @@ def test_exact_code_and_machine_rank_their_row_first(index):
     vecs = _vecs(3, 4)
     index.replace("faults.xlsx", "f", "v1", _chunks(*texts), vecs)
     # The query vector resembles the wrong row: exact terms must still win.
-    hits, unknown = hybrid_search(index, vecs[2], "What does E-104 mean on the RF-40 filler?", 3, 10)
+    found = hybrid_search(index, vecs[2], "What does E-104 mean on the RF-40 filler?", 3, 10)
+    hits, unknown = found.passages, found.unknown_terms
     assert "feedback timeout" in hits[0].text
     assert unknown == []
+    assert found.exact_match
 
 
 def test_unknown_codes_and_lines_are_reported(index):
     index.replace("n.txt", "n", "v1", _chunks("Line 3 capper torque 3.1 N·m, fault E-204"), _vecs(1, 5))
-    _, unknown = hybrid_search(index, _vecs(1, 6)[0], "Capper on Line 4 shows E-999 and E-204", 3, 10)
+    unknown = hybrid_search(index, _vecs(1, 6)[0], "Capper on Line 4 shows E-999 and E-204", 3, 10).unknown_terms
     assert unknown == ["E-999", "Line 4"]
 
 
@@ -83,11 +85,11 @@ def test_line_filter_keeps_own_line_and_plant_wide(index):
     index.replace("l2.md", "l2", "v", _chunks("changeover torque", line="Line 2"), _vecs(1, 7))
     index.replace("l3.md", "l3", "v", _chunks("changeover torque", line="Line 3"), _vecs(1, 8))
     index.replace("all.md", "all", "v", _chunks("changeover torque"), _vecs(1, 9))
-    hits, _ = hybrid_search(index, _vecs(1, 10)[0], "changeover torque", 5, 10, line="3")
+    hits = hybrid_search(index, _vecs(1, 10)[0], "changeover torque", 5, 10, line="3").passages
     assert sorted(h.doc for h in hits) == ["all.md", "l3.md"]
 
 
 def test_chinese_question_finds_chinese_passage_lexically(index):
     index.replace("zh.md", "z", "v", _chunks("回油滤芯 HF-10 每 1000 运行小时更换一次。", "液压油每年更换。"), _vecs(2, 11))
-    hits, _ = hybrid_search(index, _vecs(1, 12)[0], "回油滤芯多久更换一次？", 1, 10)
+    hits = hybrid_search(index, _vecs(1, 12)[0], "回油滤芯多久更换一次？", 1, 10).passages
     assert "1000" in hits[0].text

@@ -1,0 +1,32 @@
+"""The shared evaluation corpus (../shared/corpus-dev) through the running system."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from lineside.evaluation import load_questions, run, summary
+from tests.conftest import CORPUS, stack_down, start_stack
+
+pytestmark = [pytest.mark.corpus, pytest.mark.e2e]
+
+PASS_RATE = 0.80
+"""The question-path issue's bar: at least 80% of all questions pass end to end."""
+
+
+@pytest.mark.timeout(1800)
+def test_dev_corpus_pass_rate(tmp_path_factory):
+    if not (CORPUS / "questions.jsonl").exists():
+        pytest.skip(f"the shared evaluation corpus is not at {CORPUS} (CI has it beside the repository)")
+    docs = sorted(p for p in CORPUS.iterdir() if p.suffix not in (".jsonl",) and p.name != "README.md")
+    stack = start_stack(tmp_path_factory.mktemp("corpus"), docs)
+    try:
+        results = asyncio.run(run(stack.conn, load_questions(CORPUS / "questions.jsonl")))
+    finally:
+        stack_down(stack)
+    s = summary(results)
+    report = "\n".join(json.dumps({k: r[k] for k in ("id", "passed", "status", "cited", "missing")}, ensure_ascii=False) for r in results)
+    print(f"\ncorpus: {s['passed']}/{s['questions']} passed ({s['pass_rate']:.0%}), p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms")
+    assert s["pass_rate"] >= PASS_RATE, f"{s}\n{report}"
