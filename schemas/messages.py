@@ -53,16 +53,18 @@ Status = Literal["answered", "fallback", "rejected", "busy", "error"]
 
 
 class Answer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """The reply a device receives (JSON or MessagePack)."""
+    """The reply a device receives (JSON or MessagePack).
+
+    The v1 fields are always present; ``error`` only when status is rejected, busy or error.
+    """
 
     request_id: str
     status: Status
-    answer: str = ""
-    sources: list[Source] = []
-    model: str = ""
-    latency_ms: float = 0.0
+    answer: str
+    sources: list[Source]
+    model: str
+    latency_ms: float
     error: ErrorInfo | None = None
-    cached: bool = False
 
 
 # ---------------------------------------------------------------- internal

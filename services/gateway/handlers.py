@@ -84,18 +84,34 @@ def fallback_reason(passages: Sequence[Passage], unknown_terms: Sequence[str], e
 
 def fallback(request_id: str, message: str, latency_ms: float) -> Answer:
     """The 'contact technical support' answer; the LLM is never called for it."""
-    return Answer(request_id=request_id, status="fallback", answer=message, latency_ms=latency_ms)
+    return Answer(request_id=request_id, status="fallback", answer=message, sources=[], model="", latency_ms=latency_ms)
 
 
 def rejected(request_id: str, code: str, message: str, latency_ms: float = 0.0) -> Answer:
     """A 'rejected' answer saying what was wrong with the input."""
-    return Answer(request_id=request_id, status="rejected", error=ErrorInfo(code=code, message=message), latency_ms=latency_ms)
+    return Answer(
+        request_id=request_id,
+        status="rejected",
+        answer="",
+        sources=[],
+        model="",
+        latency_ms=latency_ms,
+        error=ErrorInfo(code=code, message=message),
+    )
 
 
 def failed(request_id: str, status: str, code: str, message: str, latency_ms: float) -> Answer:
     """A 'busy' or 'error' answer."""
     assert status in ("busy", "error")
-    return Answer(request_id=request_id, status=status, error=ErrorInfo(code=code, message=message), latency_ms=latency_ms)  # type: ignore[arg-type]
+    return Answer(
+        request_id=request_id,
+        status=status,  # type: ignore[arg-type]
+        answer="",
+        sources=[],
+        model="",
+        latency_ms=latency_ms,
+        error=ErrorInfo(code=code, message=message),
+    )
 
 
 _CITE = re.compile(r"[\[【]\s*(\d{1,2}(?:\s*[,，、]\s*\d{1,2})*)\s*[\]】]")

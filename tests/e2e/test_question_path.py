@@ -73,8 +73,22 @@ def _v311(stack, device: str, payloads: list[bytes], expect: int) -> list[dict]:
     )
     time.sleep(0.5)  # let the subscription reach the broker before asking
     for p in payloads:
+        # -n sends a zero-length message; -s reads the payload from stdin (it refuses empty input).
         subprocess.run(
-            ["mosquitto_pub", "-V", "311", "-h", "127.0.0.1", "-p", port, "-q", "1", "-t", topics.ask_device(device), "-s"],
+            [
+                "mosquitto_pub",
+                "-V",
+                "311",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                port,
+                "-q",
+                "1",
+                "-t",
+                topics.ask_device(device),
+                "-n" if not p else "-s",
+            ],
             input=p,
             check=True,
             timeout=10,

@@ -84,7 +84,12 @@ def test_request_id_is_recovered_from_a_rejected_json_request():
 
 def test_answer_is_json_or_msgpack_by_request():
     ans = Answer(
-        request_id="r", status="answered", answer="45 N·m [1]", sources=[Source(doc="m.pdf", locator="page 4", score=0.7, snippet="s")]
+        request_id="r",
+        status="answered",
+        answer="45 N·m [1]",
+        sources=[Source(doc="m.pdf", locator="page 4", score=0.7, snippet="s")],
+        model="m",
+        latency_ms=1.0,
     )
     as_json = json.loads(encode_answer(ans, msgpack=False))
     assert as_json["sources"][0]["locator"] == "page 4"
@@ -93,5 +98,15 @@ def test_answer_is_json_or_msgpack_by_request():
 
 
 def test_rejected_answer_carries_error():
-    ans = Answer(request_id="r", status="rejected", error=ErrorInfo(code="empty", message="the payload is empty"))
-    assert json.loads(encode_answer(ans, msgpack=False))["error"] == {"code": "empty", "message": "the payload is empty"}
+    ans = Answer(
+        request_id="r",
+        status="rejected",
+        answer="",
+        sources=[],
+        model="",
+        latency_ms=0.1,
+        error=ErrorInfo(code="empty", message="the payload is empty"),
+    )
+    out = json.loads(encode_answer(ans, msgpack=False))
+    assert out["error"] == {"code": "empty", "message": "the payload is empty"}
+    assert set(out) == {"request_id", "status", "answer", "sources", "model", "latency_ms", "error"}
