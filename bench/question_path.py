@@ -44,7 +44,9 @@ def main() -> int:
     """Run the benchmark and print the figures."""
     corpus = ROOT.parent / "shared" / "corpus-dev"
     ap = argparse.ArgumentParser()
-    ap.add_argument("--questions", type=Path, default=corpus / "questions.jsonl" if corpus.exists() else ROOT / "examples" / "questions.jsonl")
+    ap.add_argument(
+        "--questions", type=Path, default=corpus / "questions.jsonl" if corpus.exists() else ROOT / "examples" / "questions.jsonl"
+    )
     ap.add_argument("--docs", type=Path, default=corpus if corpus.exists() else ROOT / "examples" / "docs")
     ap.add_argument("--limit", type=int, default=0, help="ask only the first N questions")
     args = ap.parse_args()
@@ -117,7 +119,9 @@ def main() -> int:
     overhead = [e2e[k] - generated[k] for k in answered if k in generated]
     fallback_ms = [e2e[k] for k, s in statuses.items() if s == "fallback"]
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, model {name}")
-    print(f"questions: {len(questions)}, answered {len(answered)}, fallback {len(fallback_ms)}, passed {passed} ({passed / len(questions):.0%})")
+    print(
+        f"questions: {len(questions)}, answered {len(answered)}, fallback {len(fallback_ms)}, passed {passed} ({passed / len(questions):.0%})"
+    )
     print(f"{'':34}{'p50 ms':>10}{'p95 ms':>10}")
     print(f"{'end to end via broker (answered)':34}{statistics.median(sys_ms):10.0f}{pct(sys_ms, 0.95):10.0f}")
     print(f"{'llama.cpp in-process, same prompt':34}{statistics.median(raw_ms):10.0f}{pct(raw_ms, 0.95):10.0f}")

@@ -97,6 +97,31 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run a question set through the running system and print its figures."""
+    from lineside.evaluation import load_questions, run, summary
+
+    questions = load_questions(Path(args.questions))
+    if args.docs:
+        from lineside.client import ingest
+
+        docs = sorted(p for p in Path(args.docs).iterdir() if p.is_file() and p.suffix != ".jsonl" and p.name != "README.md")
+        asyncio.run(ingest(_conn(args), docs, wait=True))
+    results = asyncio.run(run(_conn(args), questions, device="eval"))
+    figures = summary(results, questions)
+    if args.json:
+        print(json.dumps({"summary": figures, "results": results}, ensure_ascii=False, indent=2))
+        return 0
+    for r in results:
+        mark = "pass" if r["passed"] else "FAIL"
+        why = "" if r["passed"] else f"  status={r['status']} missing={r['missing']} cited={r['cited'][:2]}"
+        print(f"{r['id']:>5} {mark} {r['latency_ms']:7.0f} ms{why}")
+    print()
+    for key, value in figures.items():
+        print(f"{key:22} {value:.3f}" if isinstance(value, float) else f"{key:22} {value}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """Assemble and verify the LLM model file for the chosen profile."""
     env = dict(os.environ, LINESIDE_LLM_PROFILE=args.profile)
@@ -129,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--line", help="tag every chunk of these documents with a production line")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait with --wait")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("eval", help="run a questions.jsonl set through the running system and print its figures")
+    p.add_argument("questions", help="JSON Lines file in the format of ../shared/corpus-dev/questions.jsonl")
+    p.add_argument("--docs", help="ingest this folder first")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("models", help="assemble and verify the LLM model file (offline)")
     p.add_argument("--profile", default=os.environ.get("LINESIDE_LLM_PROFILE", "default"))

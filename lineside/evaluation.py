@@ -73,17 +73,33 @@ async def run(
     return results
 
 
-def summary(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Pass rate and latency percentiles of a run."""
+def summary(results: Sequence[dict[str, Any]], questions: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Pass rate, citation recall, fact rate, fallback precision/recall and latency of a run."""
     lat = sorted(r["latency_ms"] for r in results)
     p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))] if lat else 0.0
-    return {
+    out: dict[str, Any] = {
         "questions": len(results),
         "passed": sum(r["passed"] for r in results),
         "pass_rate": sum(r["passed"] for r in results) / len(results) if results else 0.0,
         "p50_ms": statistics.median(lat) if lat else 0.0,
         "p95_ms": p95,
     }
+    if questions is not None:
+        by_id = {q["id"]: q for q in questions}
+        answerable = [r for r in results if by_id[r["id"]].get("answerable", True)]
+        ranks = [r.get("rank") for r in answerable]
+        for k in (1, 3, 5):
+            out[f"cited_recall@{k}"] = sum(1 for x in ranks if x is not None and x <= k) / len(answerable) if answerable else 0.0
+        out["mrr"] = sum(1 / x for x in ranks if x) / len(answerable) if answerable else 0.0
+        out["fact_rate"] = (
+            sum(1 for r in answerable if r["status"] == "answered" and not r["missing"]) / len(answerable) if answerable else 0.0
+        )
+        fell = [r for r in results if r["status"] == "fallback"]
+        oos = [r for r in results if not by_id[r["id"]].get("answerable", True)]
+        out["fallback_precision"] = sum(1 for r in fell if not by_id[r["id"]].get("answerable", True)) / len(fell) if fell else 1.0
+        out["fallback_recall"] = sum(1 for r in oos if r["status"] == "fallback") / len(oos) if oos else 1.0
+        out["answerable_fell_back"] = sum(1 for r in answerable if r["status"] == "fallback")
+    return out
 
 
 def run_sync(conn: Connection, questions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# OpenMP threads (torch, FAISS) spin for a while after each embedding by default; on a 2-core box
+# that spin steals the cores llama.cpp is about to use for the answer. Sleep instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import asyncio
 import time
 from pathlib import Path
