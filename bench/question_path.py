@@ -74,8 +74,10 @@ def main() -> int:
         sup.stop()
 
     # The same prompts, straight into llama.cpp, in the same order (so prompt-cache reuse matches).
+    import msgspec
+
     from services.llm.adapters import LlamaCpp
-    from services.llm.handlers import build_messages, is_chinese, pack
+    from services.llm.handlers import build_messages, focus, is_chinese, pack
     from services.llm.models import resolve
     from services.llm.settings import LlmSettings
     from services.retriever.adapters import Index, MiniLM
@@ -92,8 +94,9 @@ def main() -> int:
             continue
         vec = embedder.embed([q["question"]])[0]
         found = hybrid_search(index, vec, q["question"], 4, 32)
-        used = pack(found.passages, llm_s.context_budget, model.count_tokens)
-        prompts[q["id"]] = build_messages(q["question"], "zh" if is_chinese(q["question"]) else "en", [found.passages[i] for i in used])
+        focused = [msgspec.structs.replace(p, text=focus(q["question"], p.text)) for p in found.passages]
+        used = pack(focused, llm_s.context_budget, model.count_tokens)
+        prompts[q["id"]] = build_messages(q["question"], "zh" if is_chinese(q["question"]) else "en", [focused[i] for i in used])
     index.close()
     del embedder
     time.sleep(1.0)  # let torch's worker threads go idle: they must not compete with llama.cpp's

@@ -7,6 +7,8 @@ import asyncio
 import sys
 import time
 
+import msgspec
+
 from lineside.bus import Bus, run_forever
 from lineside.errors import ModelError
 from lineside.log import configure
@@ -15,7 +17,7 @@ from lineside.settings import load
 from schemas import codec, topics
 from schemas.messages import GenerateReply, GenerateRequest, LlmInbox
 from services.llm.adapters import LlamaCpp
-from services.llm.handlers import build_messages, pack
+from services.llm.handlers import build_messages, focus, pack
 from services.llm.models import resolve
 from services.llm.settings import LlmSettings
 
@@ -42,8 +44,9 @@ async def main() -> None:
             return
         t = time.perf_counter()
         try:
-            used = pack(req.passages, settings.context_budget, model.count_tokens)
-            messages = build_messages(req.question, req.lang, [req.passages[i] for i in used])
+            focused = [msgspec.structs.replace(p, text=focus(req.question, p.text)) for p in req.passages]
+            used = pack(focused, settings.context_budget, model.count_tokens)
+            messages = build_messages(req.question, req.lang, [focused[i] for i in used])
             gen = await asyncio.to_thread(model.chat, messages, settings.max_tokens)
             rep = GenerateReply(
                 request_id=req.request_id,
