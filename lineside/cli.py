@@ -107,7 +107,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         docs = sorted(p for p in Path(args.docs).iterdir() if p.is_file() and p.suffix != ".jsonl" and p.name != "README.md")
         asyncio.run(ingest(_conn(args), docs, wait=True))
-    results = asyncio.run(run(_conn(args), questions, device="eval"))
+    try:
+        results = asyncio.run(run(_conn(args), questions, device="eval"))
+    except TimeoutError:
+        print("error: a question got no answer in time: is `lineside up` running?", file=sys.stderr)
+        return 2
     figures = summary(results, questions)
     if args.json:
         print(json.dumps({"summary": figures, "results": results}, ensure_ascii=False, indent=2))
@@ -120,6 +124,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for key, value in figures.items():
         print(f"{key:22} {value:.3f}" if isinstance(value, float) else f"{key:22} {value}")
     return 0
+
+
+def cmd_kb(args: argparse.Namespace) -> int:
+    """List or delete documents in the knowledge base."""
+    import datetime
+
+    from lineside.client import kb_delete, kb_list
+
+    try:
+        if args.kb_command == "list":
+            docs = asyncio.run(kb_list(_conn(args)))
+            if args.json:
+                print(json.dumps(docs, ensure_ascii=False, indent=2))
+                return 0
+            print(f"{'document':60} {'chunks':>6}  {'version':12}  ingested (UTC)")
+            for d in docs:
+                when = datetime.datetime.fromtimestamp(d["ingested_at"], datetime.UTC).strftime("%Y-%m-%d %H:%M")
+                print(f"{d['doc']:60} {d['chunks']:>6}  {d['version'][:12]}  {when}")
+            print(f"{len(docs)} document(s), {sum(d['chunks'] for d in docs)} chunks")
+            return 0
+        ev = asyncio.run(kb_delete(_conn(args), args.doc))
+    except TimeoutError:
+        print("error: the retriever did not answer: is `lineside up` running?", file=sys.stderr)
+        return 2
+    if ev.get("stage") == "deleted":
+        print(f"deleted {args.doc}")
+        return 0
+    print(f"error: {args.doc}: {ev.get('reason', 'not deleted')}", file=sys.stderr)
+    return 1
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -160,6 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", help="ingest this folder first")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("kb", help="list or delete documents in the knowledge base")
+    kb = p.add_subparsers(dest="kb_command", required=True)
+    q = kb.add_parser("list", help="documents with chunk counts and versions")
+    q.add_argument("--json", action="store_true")
+    q = kb.add_parser("delete", help="remove one document everywhere")
+    q.add_argument("doc", help="document name as shown by `lineside kb list`")
+    p.set_defaults(func=cmd_kb)
 
     p = sub.add_parser("models", help="assemble and verify the LLM model file (offline)")
     p.add_argument("--profile", default=os.environ.get("LINESIDE_LLM_PROFILE", "default"))

@@ -16,7 +16,7 @@ import msgspec
 from lineside.bus import Bus
 from lineside.settings import Connection
 from schemas import codec, topics
-from schemas.messages import IngestDocument
+from schemas.messages import DeleteDocument, IngestDocument, KbListReply, KbListRequest
 
 TERMINAL_STAGES = ("indexed", "unchanged", "failed", "deleted")
 
@@ -132,6 +132,41 @@ async def ingest(
                     },
                 )
         return final
+
+
+async def kb_list(conn: Connection, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """The documents in the knowledge base: name, version (sha256), chunks, ingested_at."""
+    bus = Bus(conn)
+    inbox = topics.reply_inbox(bus.client_id)
+    rid = uuid.uuid4().hex
+    async with bus:
+        await bus.subscribe(inbox)
+        await bus.publish(topics.KB, codec.encode(KbListRequest(request_id=rid, reply_to=inbox)))
+
+        async def first() -> list[dict[str, Any]]:
+            async for m in bus.messages():
+                reply = msgspec.msgpack.decode(m.payload, type=KbListReply)
+                if reply.request_id == rid:
+                    return [msgspec.structs.asdict(d) for d in reply.documents]
+            return []
+
+        return await asyncio.wait_for(first(), timeout_s)
+
+
+async def kb_delete(conn: Connection, doc: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Remove a document everywhere; returns its final status event (stage 'deleted' or 'failed')."""
+    rid = uuid.uuid4().hex
+    async with Bus(conn, subscriptions=(topics.INGEST_STATUS,)) as bus:
+        await bus.publish(topics.INDEX, codec.encode(DeleteDocument(request_id=rid, doc=doc)))
+
+        async def first() -> dict[str, Any]:
+            async for m in bus.messages():
+                ev: dict[str, Any] = json.loads(m.payload)
+                if ev.get("request_id") == rid and ev.get("stage") in TERMINAL_STAGES:
+                    return ev
+            return {}
+
+        return await asyncio.wait_for(first(), timeout_s)
 
 
 async def wait_online(conn: Connection, services: Sequence[str], timeout_s: float) -> set[str]:

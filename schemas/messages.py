@@ -180,7 +180,30 @@ class IngestStatus(_Msg, tag="ingest.status.v1", frozen=True, kw_only=True):
     reason: str = ""
 
 
-RetrieverInbox = RetrieveRequest | IndexChunks | DeleteDocument
+class DocumentInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One document in the knowledge base."""
+
+    doc: str
+    version: str
+    chunks: int
+    ingested_at: float
+
+
+class KbListRequest(_Msg, tag="kb.list.v1", frozen=True, kw_only=True):
+    """Ask the retriever which documents it holds."""
+
+    request_id: str
+    reply_to: str
+
+
+class KbListReply(_Msg, tag="kb.list.reply.v1", frozen=True, kw_only=True):
+    """The documents in the knowledge base, by name."""
+
+    request_id: str
+    documents: list[DocumentInfo]
+
+
+RetrieverInbox = RetrieveRequest | IndexChunks | DeleteDocument | KbListRequest
 GatewayInbox = RetrieveReply | GenerateReply
 LlmInbox = GenerateRequest
 IngestInbox = IngestDocument

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
+import uuid
+from pathlib import Path
 
 import msgspec
 
@@ -15,6 +18,7 @@ from lineside.settings import load
 from schemas import codec, topics
 from schemas.messages import IngestDocument, IngestInbox, IngestStatus
 from services.ingest.handlers import doc_id_of, process
+from services.ingest.inbox import DropFolder
 from services.ingest.settings import IngestSettings
 
 
@@ -26,11 +30,13 @@ async def main() -> None:
     json_enc = msgspec.json.Encoder()
     counters = Counters()
     max_bytes = int(s.max_document_mb * 2**20)
+    inbox = DropFolder(Path(s.data_dir) / "inbox")
 
     async def status(bus: Bus, st: IngestStatus) -> None:
         await bus.publish(topics.INGEST_STATUS, json_enc.encode(st))
 
-    async def handle(bus: Bus, doc: IngestDocument) -> None:
+    async def handle(bus: Bus, doc: IngestDocument) -> str | None:
+        """Parse one document and hand its chunks on; return why it failed, or None."""
         t = time.perf_counter()
         await status(bus, IngestStatus(request_id=doc.request_id, doc=doc.name, stage="received"))
         try:
@@ -39,17 +45,13 @@ async def main() -> None:
             counters.inc("failed")
             log.warning("ingest_failed", doc=doc.name, request_id=doc.request_id, reason=exc.reason)
             await status(bus, IngestStatus(request_id=doc.request_id, doc=doc.name, stage="failed", reason=exc.reason))
-            return
+            return exc.reason
         except Exception as exc:  # a parser bug must not take the service down with the batch
             counters.inc("failed")
             log.exception("ingest_crashed", doc=doc.name, request_id=doc.request_id)
-            await status(
-                bus,
-                IngestStatus(
-                    request_id=doc.request_id, doc=doc.name, stage="failed", reason=f"could not parse: {type(exc).__name__}: {exc}"
-                ),
-            )
-            return
+            reason = f"could not parse: {type(exc).__name__}: {exc}"
+            await status(bus, IngestStatus(request_id=doc.request_id, doc=doc.name, stage="failed", reason=reason))
+            return reason
         await bus.publish(topics.INDEX, codec.encode(msg))
         await status(
             bus, IngestStatus(request_id=doc.request_id, doc=doc.name, doc_id=doc_id_of(doc.name), stage="parsed", chunks=len(msg.chunks))
@@ -57,24 +59,48 @@ async def main() -> None:
         log.info(
             "parsed", doc=doc.name, request_id=doc.request_id, chunks=len(msg.chunks), latency_ms=round((time.perf_counter() - t) * 1000, 1)
         )
+        return None
 
     async def consume(bus: Bus) -> None:
-        queue: asyncio.Queue[IngestDocument] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[IngestDocument, Path | None]] = asyncio.Queue()
 
         async def dispatch() -> None:
             async for m in bus.messages():
                 try:
-                    queue.put_nowait(decode.decode(m.payload))
+                    queue.put_nowait((decode.decode(m.payload), None))
                 except Exception as exc:
                     log.warning("invalid_message", topic=m.topic, reason=describe_decode_error(exc), invalid_total=counters.inc("invalid"))
 
         async def worker() -> None:
             while True:
-                await handle(bus, await queue.get())
+                doc, path = await queue.get()
+                reason = await handle(bus, doc)
+                if path is None:
+                    continue
+                if reason is None:
+                    inbox.mark_done(doc.name, doc.sha256)
+                else:
+                    inbox.mark_failed(path, reason)
+                pending.discard(path.name)
 
+        async def watch_inbox() -> None:
+            while True:
+                for path in await asyncio.to_thread(inbox.ready):
+                    if path.name in pending:
+                        continue
+                    data = await asyncio.to_thread(path.read_bytes)
+                    sha = hashlib.sha256(data).hexdigest()
+                    if inbox.is_done(path.name, sha):
+                        continue
+                    pending.add(path.name)
+                    queue.put_nowait((IngestDocument(request_id=uuid.uuid4().hex, name=path.name, content=data, sha256=sha), path))
+                await asyncio.sleep(s.inbox_poll_s)
+
+        pending: set[str] = set()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(dispatch(), name="dispatch")
             tg.create_task(worker(), name="parse")
+            tg.create_task(watch_inbox(), name="inbox")
 
     def make_bus() -> Bus:
         return Bus(s, client_id=s.client_id, service="ingest", subscriptions=(topics.INGEST_DOCUMENT,), persistent=True)

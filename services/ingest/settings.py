@@ -15,4 +15,7 @@ class IngestSettings(Connection, kw_only=True):
     client_id: Annotated[str, msgspec.Meta(description="MQTT client id; fixed so the persistent session survives restarts")] = (
         "lineside-ingest"
     )
+    inbox_poll_s: Annotated[
+        float, msgspec.Meta(description="How often <data>/inbox is scanned; a file is taken once its size is stable across two scans", gt=0)
+    ] = 2.0
     max_document_mb: Annotated[float, msgspec.Meta(description="Largest document accepted, in MiB", gt=0)] = 50.0

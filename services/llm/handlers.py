@@ -29,7 +29,36 @@ def is_chinese(text: str) -> bool:
 
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9.,/·°%±-]*[A-Za-z0-9%]|[\u3400-\u9fff]{2}")
 _STOP = frozenset(
-    ["the", "and", "for", "with", "what", "which", "when", "where", "how", "does", "did", "that", "this", "from", "into", "are", "was", "were", "is", "of", "on", "in", "to", "a", "an", "at", "by", "be"]
+    [
+        "the",
+        "and",
+        "for",
+        "with",
+        "what",
+        "which",
+        "when",
+        "where",
+        "how",
+        "does",
+        "did",
+        "that",
+        "this",
+        "from",
+        "into",
+        "are",
+        "was",
+        "were",
+        "is",
+        "of",
+        "on",
+        "in",
+        "to",
+        "a",
+        "an",
+        "at",
+        "by",
+        "be",
+    ]
 )
 
 

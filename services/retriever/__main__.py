@@ -21,8 +21,11 @@ from lineside.settings import load
 from schemas import codec, topics
 from schemas.messages import (
     DeleteDocument,
+    DocumentInfo,
     IndexChunks,
     IngestStatus,
+    KbListReply,
+    KbListRequest,
     RetrieveReply,
     RetrieveRequest,
     RetrieverInbox,
@@ -121,6 +124,12 @@ async def main() -> None:
         )
         log.info("delete", doc=msg.doc, found=found, request_id=msg.request_id)
 
+    async def handle_list(bus: Bus, msg: KbListRequest) -> None:
+        docs = [DocumentInfo(doc=d, version=v, chunks=n, ingested_at=t) for d, v, n, t in index.documents()]
+        if topics.is_valid_publish_topic(msg.reply_to):
+            await bus.publish(msg.reply_to, codec.encode(KbListReply(request_id=msg.request_id, documents=docs)))
+        log.info("kb_list", request_id=msg.request_id, documents=len(docs))
+
     async def consume(bus: Bus) -> None:
         searches: asyncio.Queue[RetrieveRequest] = asyncio.Queue()
         updates: asyncio.Queue[IndexChunks | DeleteDocument] = asyncio.Queue()
@@ -135,6 +144,8 @@ async def main() -> None:
                     continue
                 if isinstance(msg, RetrieveRequest):
                     searches.put_nowait(msg)
+                elif isinstance(msg, KbListRequest):
+                    await handle_list(bus, msg)
                 else:
                     updates.put_nowait(msg)
 
@@ -158,7 +169,11 @@ async def main() -> None:
 
     def make_bus() -> Bus:
         return Bus(
-            settings, client_id=settings.client_id, service="retriever", subscriptions=(topics.RETRIEVE, topics.INDEX), persistent=True
+            settings,
+            client_id=settings.client_id,
+            service="retriever",
+            subscriptions=(topics.RETRIEVE, topics.INDEX, topics.KB),
+            persistent=True,
         )
 
     try:

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from lineside.bus import Bus
-from lineside.client import ask, ingest
+from lineside.client import ask, ingest, kb_delete, kb_list
 from lineside.evaluation import judge, load_questions
 from schemas import topics
 from tests.conftest import EXAMPLES
@@ -223,3 +223,48 @@ def test_restarted_retriever_keeps_its_index_and_indexes_what_queued_while_down(
         pytest.fail(f"queued document not indexed after restart: {ans}")
     assert "late_notice.md" in [s["doc"] for s in ans["sources"]]
     assert _rr(stack, Q_TORQUE)["status"] == "answered"  # the old index is still there
+
+
+def test_kb_list_and_delete(stack, tmp_path):
+    doc = tmp_path / "temp_notice.md"
+    doc.write_text("# Temporary notice\n\n## Forklift\n\nForklift FL-9 is out of service until week 50.\n")
+    assert asyncio.run(ingest(stack.conn, [doc]))["temp_notice.md"]["stage"] == "indexed"
+    docs = {d["doc"]: d for d in asyncio.run(kb_list(stack.conn))}
+    assert {"PX-200_Press_Manual.pdf", "press_fault_codes.csv", "temp_notice.md"} <= set(docs)
+    assert docs["PX-200_Press_Manual.pdf"]["chunks"] == 4
+    # Re-ingesting an unchanged file does nothing.
+    assert asyncio.run(ingest(stack.conn, [doc]))["temp_notice.md"]["stage"] == "unchanged"
+    assert asyncio.run(kb_delete(stack.conn, "temp_notice.md"))["stage"] == "deleted"
+    assert "temp_notice.md" not in {d["doc"] for d in asyncio.run(kb_list(stack.conn))}
+    assert asyncio.run(kb_delete(stack.conn, "temp_notice.md"))["stage"] == "failed"
+    assert _rr(stack, "Is forklift FL-9 in service?")["status"] == "fallback"
+
+
+def test_bad_documents_fail_with_a_reason_and_the_rest_of_the_batch_is_indexed(stack, tmp_path):
+    (tmp_path / "empty.md").write_bytes(b"")
+    (tmp_path / "fake.xlsx").write_bytes(b"MZ\x90\x00 this is not a workbook")
+    (tmp_path / "locked.pdf").write_bytes(b"%PDF-1.4\n%broken")
+    (tmp_path / "good.txt").write_text("Compressor K-2 oil: ISO VG 68, change every 2000 h.")
+    results = asyncio.run(ingest(stack.conn, sorted(tmp_path.iterdir())))
+    assert results["good.txt"]["stage"] == "indexed"
+    assert "empty" in results["empty.md"]["reason"]
+    assert "XLSX" in results["fake.xlsx"]["reason"]
+    assert "PDF" in results["locked.pdf"]["reason"]
+    assert all(stack.alive().values())
+
+
+def test_drop_folder_ingests_good_files_and_parks_bad_ones(stack):
+    inbox = stack.data / "inbox"
+    (inbox / "compressor_notice.txt").write_text("Compressor K-7 is lubricated with ISO VG 46 every 500 h.")
+    (inbox / "broken.pdf").write_bytes(b"%PDF-1.4 nothing here")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        docs = {d["doc"] for d in asyncio.run(kb_list(stack.conn))}
+        if "compressor_notice.txt" in docs and (inbox / "failed" / "broken.pdf").exists():
+            break
+        time.sleep(1)
+    else:
+        pytest.fail(f"drop folder not processed: {sorted(p.name for p in inbox.rglob('*'))}")
+    assert "not a readable PDF" in (inbox / "failed" / "broken.pdf.error.txt").read_text()
+    assert (inbox / "compressor_notice.txt").exists()  # done files stay, recorded in .ingested.json
+    assert "compressor_notice.txt" in (inbox / ".ingested.json").read_text()
