@@ -57,8 +57,8 @@ class Supervisor:
 
     def start_service(self, name: str) -> None:
         """Start ``python -m services.<name>`` with its log in <data>/logs/<name>.log."""
-        log = (self.logs / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=self.env(), stdout=log, stderr=log)
+        with (self.logs / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
+            self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=self.env(), stdout=log, stderr=log)
 
     def start(self) -> None:
         """Start the broker (unless external) and every service."""

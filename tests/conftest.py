@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -17,11 +13,11 @@ import pytest
 from lineside import broker as broker_mod
 from lineside.client import ingest, wait_online
 from lineside.settings import Connection
+from lineside.supervisor import SERVICES, Supervisor
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 CORPUS = ROOT.parent / "shared" / "corpus-dev"
-SERVICES = ("retriever", "llm", "ingest", "gateway")
 
 
 @pytest.fixture
@@ -36,22 +32,14 @@ def broker(tmp_path) -> Iterator[Connection]:
         proc.wait(5)
 
 
-@dataclass
-class Stack:
-    """A running Lineside: broker and services as subprocesses, with their logs."""
+class Stack(Supervisor):
+    """A running Lineside started by the same supervisor as `lineside up`, plus test helpers."""
 
-    conn: Connection
-    data: Path
-    broker: subprocess.Popen[bytes]
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=dict)
-
-    def start(self, name: str) -> None:
+    def start_one(self, name: str) -> None:
         """Start (or restart) one service."""
-        with (self.data / "logs" / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=self.env, stdout=log, stderr=log, cwd=ROOT)
+        self.start_service(name)
 
-    def stop(self, name: str) -> int:
+    def stop_one(self, name: str) -> int:
         """SIGTERM one service and return its exit code."""
         proc = self.procs[name]
         proc.send_signal(signal.SIGTERM)
@@ -64,7 +52,7 @@ class Stack:
     def errors(self) -> list[str]:
         """Log lines at level error (a swallowed exception) from any service."""
         out = []
-        for path in (self.data / "logs").glob("*.log"):
+        for path in self.logs.glob("*.log"):
             for line in path.read_text(errors="replace").splitlines():
                 try:
                     rec = json.loads(line)
@@ -77,39 +65,20 @@ class Stack:
 
 def start_stack(data: Path, docs: list[Path]) -> Stack:
     """Broker and four services on a free port, documents ingested, everything online."""
-    port = broker_mod.free_port()
-    (data / "logs").mkdir(parents=True, exist_ok=True)
-    proc = broker_mod.start(port, data / "broker", log_path=data / "logs" / "mosquitto.log")
-    conn = Connection(mqtt_host="127.0.0.1", mqtt_port=port, data_dir=str(data))
-    env = dict(os.environ, LINESIDE_MQTT_PORT=str(port), LINESIDE_MQTT_HOST="127.0.0.1", LINESIDE_DATA_DIR=str(data), HF_HUB_OFFLINE="1")
-    stack = Stack(conn=conn, data=data, broker=proc, env=env)
-    for name in SERVICES:
-        stack.start(name)
+    conn = Connection(mqtt_host="127.0.0.1", mqtt_port=broker_mod.free_port(), data_dir=str(data))
+    stack = Stack(conn, external_broker=False)
+    stack.start()
     online = asyncio.run(wait_online(conn, SERVICES, 240))
     if online != set(SERVICES):
-        stack_down(stack)
-        pytest.fail(f"services did not come online: {set(SERVICES) - online}; logs in {data / 'logs'}")
+        stack.stop()
+        pytest.fail(f"services did not come online: {set(SERVICES) - online}; logs in {stack.logs}")
     if docs:
         results = asyncio.run(ingest(conn, docs, wait=True, timeout_s=600))
         failed = {n: ev for n, ev in results.items() if ev["stage"] not in ("indexed", "unchanged")}
         if failed:
-            stack_down(stack)
+            stack.stop()
             pytest.fail(f"sample documents failed to ingest: {failed}")
     return stack
-
-
-def stack_down(stack: Stack) -> None:
-    """Stop every service, then the broker."""
-    for proc in stack.procs.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in stack.procs.values():
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    stack.broker.terminate()
-    stack.broker.wait(5)
 
 
 @pytest.fixture(scope="session")
@@ -122,6 +91,6 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     try:
         yield s
     finally:
-        stack_down(s)
+        s.stop()
     errors = s.errors()
     assert not errors, "services logged errors:\n" + "\n".join(errors[:20])

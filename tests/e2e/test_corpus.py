@@ -8,13 +8,13 @@ import json
 import pytest
 
 from lineside.evaluation import load_questions, run, summary
-from tests.conftest import CORPUS, stack_down, start_stack
+from tests.conftest import CORPUS, start_stack
 
 pytestmark = [pytest.mark.corpus, pytest.mark.e2e]
 
 PASS_RATE = 0.40
 """A regression floor, not the goal. The question-path issue asks for 80%; with the default
-0.5B model this system measures 46% (24/52) on this machine, deterministic under greedy
+0.5B model this system measures 52% (27/52) on this machine, deterministic under greedy
 decoding: retrieval finds an expected source in the top 3 for 40 of 41 answerable questions,
 and 10 of 11 out-of-scope questions fall back, but the model misreads or paraphrases facts.
 Raise this floor as generation improves; see README "Measured"."""
@@ -29,7 +29,7 @@ def test_dev_corpus_pass_rate(tmp_path_factory):
     try:
         results = asyncio.run(run(stack.conn, load_questions(CORPUS / "questions.jsonl")))
     finally:
-        stack_down(stack)
+        stack.stop()
     s = summary(results, load_questions(CORPUS / "questions.jsonl"))
     report = "\n".join(json.dumps({k: r[k] for k in ("id", "passed", "status", "cited", "missing")}, ensure_ascii=False) for r in results)
     print(f"\ncorpus: {json.dumps(s)}")

@@ -49,46 +49,15 @@ def _rr(stack, question: str, device: str = "hmi-1") -> dict:
 
 def _v311(stack, device: str, payloads: list[bytes], expect: int) -> list[dict]:
     """Publish with mosquitto_pub as an MQTT 3.1.1 device and collect answers with mosquitto_sub."""
-    port = str(stack.conn.mqtt_port)
+    base = ["-V", "311", "-h", "127.0.0.1", "-p", str(stack.conn.mqtt_port), "-q", "1"]
     sub = subprocess.Popen(
-        [
-            "mosquitto_sub",
-            "-V",
-            "311",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            port,
-            "-q",
-            "1",
-            "-t",
-            topics.answer_device(device),
-            "-C",
-            str(expect),
-            "-W",
-            "120",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+        ["mosquitto_sub", *base, "-t", topics.answer_device(device), "-C", str(expect), "-W", "120"], stdout=subprocess.PIPE, text=True
     )
     time.sleep(0.5)  # let the subscription reach the broker before asking
     for p in payloads:
         # -n sends a zero-length message; -s reads the payload from stdin (it refuses empty input).
         subprocess.run(
-            [
-                "mosquitto_pub",
-                "-V",
-                "311",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                port,
-                "-q",
-                "1",
-                "-t",
-                topics.ask_device(device),
-                "-n" if not p else "-s",
-            ],
+            ["mosquitto_pub", *base, "-t", topics.ask_device(device), "-n" if not p else "-s"],
             input=p,
             check=True,
             timeout=10,
@@ -171,7 +140,7 @@ def test_garbage_on_internal_topics_is_counted_and_skipped(stack):
     asyncio.run(flood())
     time.sleep(1.0)
     assert all(stack.alive().values())
-    logs = "".join(p.read_text() for p in (stack.data / "logs").glob("*.log"))
+    logs = "".join(p.read_text() for p in (stack.logs).glob("*.log"))
     assert '"invalid_message"' in logs
     assert "$.request_id" in logs  # the failing field is named
     assert _rr(stack, Q_TORQUE)["status"] == "answered"
@@ -206,13 +175,13 @@ def test_sample_questions_pass_end_to_end(stack):
 
 
 def test_restarted_retriever_keeps_its_index_and_indexes_what_queued_while_down(stack, tmp_path):
-    assert stack.stop("retriever") == 0
+    assert stack.stop_one("retriever") == 0
     doc = tmp_path / "late_notice.md"
     doc.write_text("# Late notice\n\n## Coil storage\n\nCoils of Halvorsen Steel are stored in bay C-14 of hall 2.\n")
     # Ingest parses now; its chunks wait in the retriever's persistent session.
     sent = asyncio.run(ingest(stack.conn, [Path(doc)], wait=False))
     assert sent == {}
-    stack.start("retriever")
+    stack.start_one("retriever")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         ans = asyncio.run(ask(stack.conn, "In which bay are Halvorsen Steel coils stored?", device="restart"))
