@@ -1,0 +1,135 @@
+"""Retrieval speed at plant scale: a synthetic 100k-chunk index, real query embeddings.
+
+Chunk texts are synthetic table rows and sentences (codes, part numbers, dates, Chinese);
+their vectors are random unit vectors (embedding 100k texts would take minutes and does not
+change search cost). Questions are embedded with the real all-MiniLM-L6-v2. Prints p50/p95 of
+embedding, of the whole hybrid search, and of the raw FAISS and FTS5 calls it is built from.
+
+    .venv/bin/python bench/retrieval_100k.py [--chunks 100000] [--queries 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+from schemas.messages import Chunk  # noqa: E402
+from services.retriever.adapters import DIM, Index, MiniLM  # noqa: E402
+from services.retriever.handlers import exact_terms, fts_query, lexical_terms  # noqa: E402
+from services.retriever.search import hybrid_search  # noqa: E402
+
+MACHINES = ["RF-40 Filler", "CP-12 Capper", "LX-300 Labeler", "BCD-750 Conveyor", "PX-200 Press", "SW-12 Wrapper"]
+WORDS = [
+    "valve",
+    "sensor",
+    "torque",
+    "bearing",
+    "chain",
+    "seal",
+    "pump",
+    "motor",
+    "gearbox",
+    "guard",
+    "splice",
+    "tension",
+    "nozzle",
+    "clutch",
+    "filter",
+    "grease",
+    "inverter",
+]
+ZH = ["贴标机", "灌装机", "卷带张力", "热熔胶", "润滑", "更换", "扭矩", "传感器"]
+
+
+def row(rng: random.Random, i: int) -> str:
+    """A synthetic log row or fault-table row."""
+    m = rng.choice(MACHINES)
+    code = f"E-{rng.randint(100, 999)}"
+    date = f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    words = " ".join(rng.choice(WORDS) for _ in range(12))
+    zh = "".join(rng.choice(ZH) for _ in range(4))
+    return f"date: {date}; line: Line {rng.randint(1, 3)}; machine: {m}; fault_code: {code}; cause: {words}; part HP-{i % 9000:04d}-B; {zh}"
+
+
+def pct(v: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    s = sorted(v)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+def main() -> int:
+    """Build the index, run the queries, print the figures."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--chunks", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=200)
+    args = ap.parse_args()
+    rng = random.Random(7)
+    nprng = np.random.default_rng(7)
+    index = Index(Path(tempfile.mkdtemp(prefix="lineside-100k-")) / "index")
+    t = time.perf_counter()
+    per_doc = 500
+    for d in range(args.chunks // per_doc):
+        chunks = [Chunk(locator=f"row {r + 2}", title=f"log_{d}.csv", text=row(rng, d * per_doc + r)) for r in range(per_doc)]
+        vecs = nprng.normal(size=(per_doc, DIM)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        index.replace(f"log_{d}.csv", f"d{d}", "v1", chunks, vecs)
+    build_s = time.perf_counter() - t
+    print(f"built {len(index)} chunks in {build_s:.1f} s ({len(index) / build_s:.0f} chunks/s, SQLite + FTS5 x2 + FAISS, no embedding)")
+
+    embedder = MiniLM(2)
+    questions = [
+        f"What does fault E-{rng.randint(100, 999)} mean on the {rng.choice(MACHINES)}?"
+        if i % 3 == 0
+        else f"Why did Line {rng.randint(1, 3)} stop on 2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}?"
+        if i % 3 == 1
+        else f"{rng.choice(ZH)}的{rng.choice(ZH)}是多少？"
+        for i in range(args.queries)
+    ]
+    embed_ms, search_ms, faiss_ms, fts_ms = [], [], [], []
+    for q in questions:
+        t0 = time.perf_counter()
+        vec = embedder.embed([q])[0]
+        t1 = time.perf_counter()
+        hybrid_search(index, vec, q, 4, 32)
+        t2 = time.perf_counter()
+        index.vector_ranking(vec, 32)
+        t3 = time.perf_counter()
+        index.lexical_ranking(fts_query(lexical_terms(q)), 32)
+        index.lexical_ranking(fts_query(exact_terms(q)), 32)
+        t4 = time.perf_counter()
+        embed_ms.append((t1 - t0) * 1000)
+        search_ms.append((t2 - t1) * 1000)
+        faiss_ms.append((t3 - t2) * 1000)
+        fts_ms.append((t4 - t3) * 1000)
+    total = [a + b for a, b in zip(embed_ms, search_ms, strict=True)]
+    print(f"\n{len(questions)} queries against {len(index)} chunks (FAISS IndexFlatIP, exact), {os.cpu_count()} cores")
+    print(f"{'':40}{'p50 ms':>9}{'p95 ms':>9}")
+    for name, v in (
+        ("embed question (all-MiniLM-L6-v2)", embed_ms),
+        ("hybrid search (all three rankings)", search_ms),
+        ("  raw FAISS search, k=32", faiss_ms),
+        ("  raw FTS5 BM25, both queries", fts_ms),
+        ("retrieval total (embed + search)", total),
+    ):
+        print(f"{name:40}{statistics.median(v):9.1f}{pct(v, 0.95):9.1f}")
+    print(
+        f"hybrid search / (raw FAISS + raw FTS5), medians: {statistics.median(search_ms) / (statistics.median(faiss_ms) + statistics.median(fts_ms)):.2f}"
+    )
+    index.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
