@@ -35,6 +35,12 @@ def broker(tmp_path) -> Iterator[Connection]:
 class Stack(Supervisor):
     """A running Lineside started by the same supervisor as `lineside up`, plus test helpers."""
 
+    extra_env: dict[str, str] = {}  # noqa: RUF012 - set per instance before start()
+
+    def env(self) -> dict[str, str]:
+        """The supervisor's environment plus this test's settings."""
+        return {**super().env(), **self.extra_env}
+
     def start_one(self, name: str) -> None:
         """Start (or restart) one service."""
         self.start_service(name)
@@ -63,10 +69,11 @@ class Stack(Supervisor):
         return out
 
 
-def start_stack(data: Path, docs: list[Path]) -> Stack:
+def start_stack(data: Path, docs: list[Path], env: dict[str, str] | None = None) -> Stack:
     """Broker and four services on a free port, documents ingested, everything online."""
     conn = Connection(mqtt_host="127.0.0.1", mqtt_port=broker_mod.free_port(), data_dir=str(data))
     stack = Stack(conn, external_broker=False)
+    stack.extra_env = dict(env or {})
     stack.start()
     online = asyncio.run(wait_online(conn, SERVICES, 240))
     if online != set(SERVICES):

@@ -19,6 +19,8 @@ from services.ingest.chunking import Section
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _RULE = re.compile(r"^\s*([-=_*~])\1{5,}\s*$")
 _GAP = re.compile(r" {3,}")
+EDGE_LINES = 2
+"""Running headers and footers are searched for in this many lines at the top and bottom of a page."""
 
 
 def _row_text(header: Sequence[str], cells: Sequence[str]) -> str:
@@ -124,9 +126,15 @@ def parse_text(name: str, text: str) -> list[Section]:
     return [Section(locator=f"paragraph {i}", title=name, text=p) for i, p in enumerate(paragraphs, 1)]
 
 
-def _norm_line(line: str) -> str:
-    """A line with its digits masked, to recognise running headers and footers with page numbers."""
-    return re.sub(r"\d+", "#", line.strip())
+def _norm_line(line: str, page_no: int) -> str:
+    """A line with its page number masked, to recognise running headers and footers."""
+    return re.sub(rf"(?<!\d){page_no}(?!\d)", "#", line.strip())
+
+
+def _edge_lines(page: str, n: int = EDGE_LINES) -> list[str]:
+    """The first and last ``n`` non-empty lines of a page."""
+    lines = [ln for ln in page.splitlines() if ln.strip()]
+    return lines[:n] + lines[-n:] if len(lines) > 2 * n else lines
 
 
 def _clean_pdf_page(text: str) -> str:
@@ -183,17 +191,17 @@ def parse_pdf(name: str, data: bytes) -> list[Section]:
         raise DocumentError(name, f"not a readable PDF ({exc})") from exc
     if not any(p.strip() for p in pages):
         raise DocumentError(name, f"no text layer (scanned?) in {len(pages)} page(s): run OCR first")
-    # Running header/footer: a line (digits ignored) that appears on more than half of the pages.
-    counts = Counter(n for p in pages for n in {_norm_line(ln) for ln in p.splitlines() if ln.strip()})
+    # Running header/footer: among the first and last lines of each page (where they live), a line
+    # that repeats (digits ignored) on more than half of the pages. Body lines are never candidates,
+    # however alike they are ("Step 3: tighten ...").
+    edges = [[(ln, _norm_line(ln, i)) for ln in _edge_lines(p)] for i, p in enumerate(pages, 1)]
+    counts = Counter(n for e in edges for n in {n for _, n in e})
     repeated = {k for k, c in counts.items() if len(pages) >= 3 and c > len(pages) / 2}
-    doc_title = ""
-    for p in pages:
-        for ln in p.splitlines():
-            if _norm_line(ln) in repeated:
-                doc_title = doc_title or ln.split(" | ")[0].strip()
+    doc_title = next((ln.split(" | ")[0].strip() for e in edges for ln, n in e if n in repeated), "")
     sections = []
-    for i, page in enumerate(pages, 1):
-        kept = _pdf_tables_to_rows([ln for ln in page.splitlines() if _norm_line(ln) not in repeated])
+    for i, (page, edge) in enumerate(zip(pages, edges, strict=True), 1):
+        drop = {ln for ln, n in edge if n in repeated}
+        kept = _pdf_tables_to_rows([ln for ln in page.splitlines() if ln not in drop])
         body = "\n".join(kept).strip()
         if not body:
             continue

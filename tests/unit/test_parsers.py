@@ -137,3 +137,16 @@ def test_csv_header_is_row_1():
     rows = list(csv.reader(io.StringIO((DOCS / "press_fault_codes.csv").read_text())))
     sections = _parse("press_fault_codes.csv")
     assert sections[0].text.startswith(f"code: {rows[1][0]}")
+
+
+def test_repetitive_body_lines_are_not_mistaken_for_running_headers():
+    import sys
+
+    sys.path.insert(0, str(DOCS.parent))
+    from make_pdf import build
+
+    pages = [["Manual X", "", *[f"Step {i}: tighten screw S-{i} to {p + i} N·m." for i in range(5)]] for p in range(6)]
+    sections = parsers.parse_pdf("steps.pdf", build(pages))
+    assert len(sections) == 6
+    assert "Step 4: tighten screw S-4 to 9 N·m." in sections[5].text
+    assert "Manual X" not in sections[0].text  # the real running header still goes
