@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from schemas.messages import Chunk  # noqa: E402
 from services.retriever.adapters import DIM, Index, MiniLM  # noqa: E402
 from services.retriever.handlers import exact_terms, fts_query, lexical_terms  # noqa: E402
-from services.retriever.search import hybrid_search  # noqa: E402
+from services.retriever.search import MAX_TERM_SHARE, hybrid_search  # noqa: E402
 
 MACHINES = ["RF-40 Filler", "CP-12 Capper", "LX-300 Labeler", "BCD-750 Conveyor", "PX-200 Press", "SW-12 Wrapper"]
 WORDS = [
@@ -106,8 +106,8 @@ def main() -> int:
         t2 = time.perf_counter()
         index.vector_ranking(vec, 32)
         t3 = time.perf_counter()
-        index.lexical_ranking(fts_query(lexical_terms(q)), 32)
-        index.lexical_ranking(fts_query(exact_terms(q)), 32)
+        index.lexical_ranking(fts_query(index.informative(lexical_terms(q), MAX_TERM_SHARE)), 32)
+        index.lexical_ranking(fts_query(index.informative(exact_terms(q), MAX_TERM_SHARE)), 32)
         t4 = time.perf_counter()
         embed_ms.append((t1 - t0) * 1000)
         search_ms.append((t2 - t1) * 1000)

@@ -134,6 +134,14 @@ def lexical_text(text: str) -> str:
     return _CJK_RUN.sub(lambda m: " " + " ".join(_bigrams(m.group(0))) + " ", text)
 
 
+_TOKEN_SPLIT = re.compile(r"[^\w]+|_")
+
+
+def index_tokens(term: str) -> list[str]:
+    """The tokens FTS5's unicode61 tokenizer makes of ``term`` after ``lexical_text``."""
+    return [t for t in _TOKEN_SPLIT.split(lexical_text(term).casefold()) if t]
+
+
 def _bigrams(run: str) -> list[str]:
     return [run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)]
 

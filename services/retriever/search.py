@@ -23,6 +23,9 @@ from services.retriever.handlers import (
     line_spellings,
 )
 
+MAX_TERM_SHARE = 0.2
+"""Question words found in more than a fifth of all chunks are left out of the BM25 query."""
+
 
 class SearchResult(NamedTuple):
     """Passages best first, names no document contains, and whether the best passage has every exact name."""
@@ -43,8 +46,8 @@ def hybrid_search(index: Index, vector: np.ndarray, question: str, k: int, pool:
     """
     with index.consistent():
         vec_ids = index.vector_ranking(vector, pool)
-        lex_ids = index.lexical_ranking(fts_query(lexical_terms(question)), pool)
-        exact_ids = index.lexical_ranking(fts_query(exact_terms(question)), pool)
+        lex_ids = index.lexical_ranking(fts_query(index.informative(lexical_terms(question), MAX_TERM_SHARE)), pool)
+        exact_ids = index.lexical_ranking(fts_query(index.informative(exact_terms(question), MAX_TERM_SHARE)), pool)
         candidates = index.passages(list(dict.fromkeys([*exact_ids, *vec_ids, *lex_ids])), vector)
         unknown = [t for t in identifiers(question) if not index.contains(t)]
         unknown += [f"Line {n}" for n in line_mentions(question) if not any(index.contains(sp) for sp in line_spellings(n))]

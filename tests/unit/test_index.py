@@ -93,3 +93,10 @@ def test_chinese_question_finds_chinese_passage_lexically(index):
     index.replace("zh.md", "z", "v", _chunks("回油滤芯 HF-10 每 1000 运行小时更换一次。", "液压油每年更换。"), _vecs(2, 11))
     hits = hybrid_search(index, _vecs(1, 12)[0], "回油滤芯多久更换一次？", 1, 10).passages
     assert "1000" in hits[0].text
+
+
+def test_words_in_most_chunks_are_left_out_of_the_bm25_query(index):
+    texts = [f"line 3 fault row {i}" for i in range(9)] + ["line 3 fault E-104 web break"]
+    index.replace("log.csv", "l", "v", _chunks(*texts), _vecs(10, 13))
+    assert index.informative(["line", "fault", "E-104", "web"], 0.2) == ["E-104", "web"]
+    assert index.informative(["line", "fault"], 0.2) in (["line"], ["fault"])  # the rarest stays
