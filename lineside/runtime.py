@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -31,6 +31,16 @@ def describe_decode_error(exc: Exception) -> str:
     if isinstance(exc, msgspec.ValidationError | msgspec.DecodeError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+async def decoded(messages: AsyncIterator[Any], decoder: msgspec.msgpack.Decoder[Any], counters: Counters, log: Any) -> AsyncIterator[Any]:
+    """The typed messages of an inbox; one that fails to decode is logged with the reason (the failing
+    field when msgspec knows it), counted, and skipped: a bad message never stops the consumer."""
+    async for m in messages:
+        try:
+            yield decoder.decode(m.payload)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError, RecursionError) as exc:
+            log.warning("invalid_message", topic=m.topic, reason=describe_decode_error(exc), invalid_total=counters.inc("invalid"))
 
 
 class Counters:

@@ -13,7 +13,7 @@ import msgspec
 from lineside.bus import Bus, run_forever
 from lineside.errors import DocumentError
 from lineside.log import configure
-from lineside.runtime import Counters, describe_decode_error, run
+from lineside.runtime import Counters, decoded, run
 from lineside.settings import load
 from schemas import codec, topics
 from schemas.messages import IngestDocument, IngestInbox, IngestStatus
@@ -65,11 +65,8 @@ async def main() -> None:
         queue: asyncio.Queue[tuple[IngestDocument, Path | None]] = asyncio.Queue()
 
         async def dispatch() -> None:
-            async for m in bus.messages():
-                try:
-                    queue.put_nowait((decode.decode(m.payload), None))
-                except Exception as exc:
-                    log.warning("invalid_message", topic=m.topic, reason=describe_decode_error(exc), invalid_total=counters.inc("invalid"))
+            async for doc in decoded(bus.messages(), decode, counters, log):
+                queue.put_nowait((doc, None))
 
         async def worker() -> None:
             while True:

@@ -12,7 +12,7 @@ import msgspec
 from lineside.bus import Bus, run_forever
 from lineside.errors import ModelError
 from lineside.log import configure
-from lineside.runtime import Counters, describe_decode_error, run
+from lineside.runtime import Counters, decoded, run
 from lineside.settings import load
 from schemas import codec, topics
 from schemas.messages import GenerateReply, GenerateRequest, LlmInbox
@@ -73,13 +73,7 @@ async def main() -> None:
         queue: asyncio.Queue[GenerateRequest] = asyncio.Queue(maxsize=settings.max_queue)
 
         async def dispatch() -> None:
-            async for m in bus.messages():
-                try:
-                    req = decode.decode(m.payload)
-                except Exception as exc:
-                    n = counters.inc("invalid")
-                    log.warning("invalid_message", topic=m.topic, reason=describe_decode_error(exc), invalid_total=n)
-                    continue
+            async for req in decoded(bus.messages(), decode, counters, log):
                 try:
                     queue.put_nowait(req)
                 except asyncio.QueueFull:

@@ -16,7 +16,7 @@ import msgspec
 
 from lineside.bus import Bus, run_forever
 from lineside.log import configure
-from lineside.runtime import Counters, describe_decode_error, run
+from lineside.runtime import Counters, decoded, run
 from lineside.settings import load
 from schemas import codec, topics
 from schemas.messages import (
@@ -135,13 +135,7 @@ async def main() -> None:
         updates: asyncio.Queue[IndexChunks | DeleteDocument] = asyncio.Queue()
 
         async def dispatch() -> None:
-            async for m in bus.messages():
-                try:
-                    msg = decode.decode(m.payload)
-                except Exception as exc:
-                    n = counters.inc("invalid")
-                    log.warning("invalid_message", topic=m.topic, reason=describe_decode_error(exc), invalid_total=n)
-                    continue
+            async for msg in decoded(bus.messages(), decode, counters, log):
                 if isinstance(msg, RetrieveRequest):
                     searches.put_nowait(msg)
                 elif isinstance(msg, KbListRequest):
