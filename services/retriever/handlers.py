@@ -202,6 +202,26 @@ def fusion_weights(question: str) -> tuple[float, float, float]:
 
 
 _DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+_MONTH_NAMES = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"]
+_MONTHS = {**{m: i for i, m in enumerate(_MONTH_NAMES, 1)}, **{m[:3]: i for i, m in enumerate(_MONTH_NAMES, 1)}, "sept": 9}
+_MONTH_RE = r"(January|February|March|April|May|June|July|August|September|October|November|December|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec)"
+_ZH_DATE = re.compile(r"(?<!\d)(\d{1,2})\s*月\s*(\d{1,2})\s*[日号]")
+_EN_DATE = re.compile(
+    rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH_RE}\b\.?|\b{_MONTH_RE}\b\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?\b",
+    re.IGNORECASE,
+)
+
+
+def date_groups(question: str) -> list[list[str]]:
+    """Dates a question names without a year ("10月3日", "3 October", "Oct 3rd"), each as the
+    spellings a log row or notice may use: ``-10-03`` (inside an ISO date) and ``10月3日``."""
+    found: list[tuple[int, int]] = [(int(m), int(d)) for m, d in _ZH_DATE.findall(question)]
+    for m in _EN_DATE.finditer(question):
+        day, mon = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
+        month = _MONTHS.get(mon.lower())
+        if month and mon != "may":  # lower-case "may" is the verb, not the month
+            found.append((month, int(day)))
+    return [[f"-{mo:02d}-{d:02d}", f"{mo}月{d}日"] for mo, d in dict.fromkeys(found) if 1 <= mo <= 12 and 1 <= d <= 31]
 
 
 def exact_groups(question: str) -> list[list[str]]:
@@ -209,6 +229,8 @@ def exact_groups(question: str) -> list[list[str]]:
     line (a group of the spellings documents use for it). A passage matches a group when it
     contains any of its strings."""
     groups = [[t] for t in [*identifiers(question), *_DATE.findall(question)]]
+    if not _DATE.search(question):
+        groups.extend(date_groups(question))
     groups.extend(line_spellings(n)[:3] for n in line_mentions(question))
     return groups
 
@@ -221,7 +243,7 @@ def exact_terms(question: str) -> list[str]:
 def exact_match(question: str, passage: Passage) -> bool:
     """True when the question names at least one code or date and ``passage`` contains every
     exact group of it (codes, part numbers, dates, the line)."""
-    if not (identifiers(question) or _DATE.search(question)):
+    if not (identifiers(question) or _DATE.search(question) or date_groups(question)):
         return False
     blob = f"{passage.title}\n{passage.text}".casefold()
     return all(any(t.casefold() in blob for t in g) for g in exact_groups(question))

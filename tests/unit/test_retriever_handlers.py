@@ -42,3 +42,12 @@ def test_rrf_rewards_agreement():
 
 def test_embedding_text_includes_title():
     assert h.embedding_text(Chunk(locator="page 1", title="Manual > 3 Torques", text="45 N·m")) == "Manual > 3 Torques\n45 N·m"
+
+
+def test_dates_without_a_year_become_exact_groups():
+    assert h.date_groups("Why did Line 3 stop on 3 October?") == [["-10-03", "10月3日"]]
+    assert h.date_groups("What happened on Oct 3rd?") == [["-10-03", "10月3日"]]
+    assert h.date_groups("3 线 10月3日为什么停机？") == [["-10-03", "10月3日"]]
+    assert h.date_groups("What may 3 mean? Round to 3 decimal places.") == []
+    assert ["-10-03", "10月3日"] in h.exact_groups("Why did Line 3 stop on 3 October?")
+    assert h.date_groups("Line 3 on 2026-10-03") == []
