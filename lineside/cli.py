@@ -87,10 +87,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     results = asyncio.run(
         ingest(_conn(args), files, wait=args.wait, line=args.line, on_event=show if args.wait else None, timeout_s=args.timeout)
     )
-    if not args.wait:
-        print(f"sent {len(files)} document(s)")
-        return 0
     failed = [n for n, ev in results.items() if ev["stage"] == "failed"]
+    if not args.wait:
+        for name in failed:
+            print(f"failed: {name}: {results[name].get('reason', '')}", file=sys.stderr)
+        print(f"sent {len(files) - len(failed)} document(s)")
+        return 1 if failed else 0
     for name in failed:
         print(f"failed: {name}: {results[name].get('reason', '')}", file=sys.stderr)
     print(f"{len(results) - len(failed)} of {len(results)} document(s) searchable")

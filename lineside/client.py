@@ -19,6 +19,8 @@ from schemas import codec, topics
 from schemas.messages import DeleteDocument, IngestDocument, KbListReply, KbListRequest
 
 TERMINAL_STAGES = ("indexed", "unchanged", "failed", "deleted")
+MAX_DOCUMENT_BYTES = 50 * 2**20
+"""Same as the ingest service's default limit, and below the broker's 64 MiB packet limit."""
 
 
 class Asker:
@@ -89,19 +91,35 @@ async def ingest(
     timeout_s: float = 600.0,
     line: str | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    max_bytes: int = MAX_DOCUMENT_BYTES,
 ) -> dict[str, dict[str, Any]]:
-    """Send documents to the ingest service; with ``wait``, return each one's final status event."""
+    """Send documents to the ingest service; with ``wait``, return each one's final status event.
+
+    A file over ``max_bytes`` is refused here, before it is read: it would be refused by the
+    service anyway, and a 2 GB file must not be loaded into memory to learn that.
+    """
     ids = {}
+    refused: dict[str, dict[str, Any]] = {}
     async with Bus(conn, subscriptions=(topics.INGEST_STATUS,) if wait else ()) as bus:
         for path in paths:
+            size = path.stat().st_size
+            if size > max_bytes:
+                refused[path.name] = {
+                    "doc": path.name,
+                    "stage": "failed",
+                    "reason": f"the document is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.1f} MiB",
+                }
+                if on_event:
+                    on_event(refused[path.name])
+                continue
             data = path.read_bytes()
             rid = uuid.uuid4().hex
             ids[rid] = path.name
             doc = IngestDocument(request_id=rid, name=path.name, content=data, sha256=hashlib.sha256(data).hexdigest(), line=line)
             await bus.publish(topics.INGEST_DOCUMENT, codec.encode(doc))
-        if not wait:
-            return {}
-        final: dict[str, dict[str, Any]] = {}
+        if not wait or not ids:
+            return refused
+        final: dict[str, dict[str, Any]] = dict(refused)
 
         async def collect() -> None:
             async for m in bus.messages():
@@ -115,7 +133,7 @@ async def ingest(
                     on_event(ev)
                 if ev.get("stage") in TERMINAL_STAGES:
                     final[ids[ev["request_id"]]] = ev
-                    if len(final) == len(ids):
+                    if len(final) == len(ids) + len(refused):
                         return
 
         try:

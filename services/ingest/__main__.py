@@ -85,6 +85,12 @@ async def main() -> None:
                 for path in await asyncio.to_thread(inbox.ready):
                     if path.name in pending:
                         continue
+                    size = path.stat().st_size
+                    if size > max_bytes:
+                        reason = f"the document is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.1f} MiB"
+                        log.warning("ingest_failed", doc=path.name, reason=reason, source="inbox")
+                        await asyncio.to_thread(inbox.mark_failed, path, reason)
+                        continue
                     data = await asyncio.to_thread(path.read_bytes)
                     sha = hashlib.sha256(data).hexdigest()
                     if inbox.is_done(path.name, sha):

@@ -179,8 +179,7 @@ def test_restarted_retriever_keeps_its_index_and_indexes_what_queued_while_down(
     doc = tmp_path / "late_notice.md"
     doc.write_text("# Late notice\n\n## Coil storage\n\nCoils of Halvorsen Steel are stored in bay C-14 of hall 2.\n")
     # Ingest parses now; its chunks wait in the retriever's persistent session.
-    sent = asyncio.run(ingest(stack.conn, [Path(doc)], wait=False))
-    assert sent == {}
+    asyncio.run(ingest(stack.conn, [Path(doc)], wait=False))
     stack.start_one("retriever")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -237,3 +236,24 @@ def test_drop_folder_ingests_good_files_and_parks_bad_ones(stack):
     assert "not a readable PDF" in (inbox / "failed" / "broken.pdf.error.txt").read_text()
     assert (inbox / "compressor_notice.txt").exists()  # done files stay, recorded in .ingested.json
     assert "compressor_notice.txt" in (inbox / ".ingested.json").read_text()
+
+
+def test_oversized_documents_are_refused_before_they_are_read(stack, tmp_path):
+    big = tmp_path / "huge_scan.pdf"
+    with big.open("wb") as f:  # sparse: 3 GiB on paper, nothing on disk
+        f.truncate(3 * 2**30)
+    small = tmp_path / "ok_note.txt"
+    small.write_text("Pump P-9 seal kit is SK-9.")
+    results = asyncio.run(ingest(stack.conn, [big, small]))
+    assert "the limit is 50.0 MiB" in results["huge_scan.pdf"]["reason"]
+    assert results["ok_note.txt"]["stage"] == "indexed"
+    inbox = stack.data / "inbox"
+    dropped = inbox / "huge_drop.csv"
+    with dropped.open("wb") as f:
+        f.truncate(60 * 2**20)
+    deadline = time.monotonic() + 30
+    while not (inbox / "failed" / "huge_drop.csv.error.txt").exists():
+        assert time.monotonic() < deadline, "oversized drop-folder file was not refused"
+        time.sleep(0.5)
+    assert "the limit is 50.0 MiB" in (inbox / "failed" / "huge_drop.csv.error.txt").read_text()
+    assert all(stack.alive().values())
