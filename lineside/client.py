@@ -28,8 +28,9 @@ class Asker:
 
     def __init__(self, conn: Connection, *, device: str = "cli") -> None:
         self.reply_topic = f"{topics.answer_device(device)}/{uuid.uuid4().hex[:12]}"
-        self._bus = Bus(conn, subscriptions=(self.reply_topic,))
+        self._bus = Bus(conn, subscriptions=(self.reply_topic, topics.stream_topic(self.reply_topic)))
         self._waiting: dict[bytes, asyncio.Future[tuple[bytes, str | None]]] = {}
+        self._streams: dict[bytes, Callable[[dict[str, Any]], None]] = {}
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Asker:
@@ -44,17 +45,38 @@ class Asker:
 
     async def _read(self) -> None:
         async for m in self._bus.messages():
+            if m.topic != self.reply_topic:
+                on_delta = self._streams.get(m.correlation_data or b"")
+                if on_delta is not None:
+                    is_msgpack = m.content_type == codec.MSGPACK
+                    on_delta(msgspec.msgpack.decode(m.payload) if is_msgpack else json.loads(m.payload))
+                continue
             fut = self._waiting.pop(m.correlation_data or b"", None)
             if fut is not None and not fut.done():
                 fut.set_result((m.payload, m.content_type))
 
-    async def ask(self, question: str | dict[str, Any], *, timeout_s: float = 120.0, msgpack: bool = False) -> dict[str, Any]:
-        """Ask and wait for the answer with the same correlation data."""
-        payload_obj = {"question": question} if isinstance(question, str) else question
+    async def ask(
+        self,
+        question: str | dict[str, Any],
+        *,
+        timeout_s: float = 120.0,
+        msgpack: bool = False,
+        on_delta: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Ask and wait for the answer with the same correlation data.
+
+        With ``on_delta`` the question asks for a stream, and each partial-answer message
+        (``{request_id, seq, delta[, final]}``) is passed to it as it arrives.
+        """
+        payload_obj = {"question": question} if isinstance(question, str) else dict(question)
+        if on_delta is not None:
+            payload_obj["stream"] = True
         payload = msgspec.msgpack.encode(payload_obj) if msgpack else json.dumps(payload_obj, ensure_ascii=False).encode()
         corr = uuid.uuid4().hex.encode()
         fut: asyncio.Future[tuple[bytes, str | None]] = asyncio.get_running_loop().create_future()
         self._waiting[corr] = fut
+        if on_delta is not None:
+            self._streams[corr] = on_delta
         try:
             await self._bus.publish(
                 topics.ASK,
@@ -66,6 +88,7 @@ class Asker:
             body, _ = await asyncio.wait_for(fut, timeout_s)
         finally:
             self._waiting.pop(corr, None)
+            self._streams.pop(corr, None)
         result: dict[str, Any] = msgspec.msgpack.decode(body) if msgpack else json.loads(body)
         return result
 
@@ -77,10 +100,11 @@ async def ask(
     device: str = "cli",
     timeout_s: float = 120.0,
     msgpack: bool = False,
+    on_delta: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Ask one question over the MQTT 5 request/response path and return the decoded answer."""
     async with Asker(conn, device=device) as asker:
-        return await asker.ask(question, timeout_s=timeout_s, msgpack=msgpack)
+        return await asker.ask(question, timeout_s=timeout_s, msgpack=msgpack, on_delta=on_delta)
 
 
 async def ingest(

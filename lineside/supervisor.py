@@ -56,9 +56,17 @@ class Supervisor:
         return env
 
     def start_service(self, name: str) -> None:
-        """Start ``python -m services.<name>`` with its log in <data>/logs/<name>.log."""
+        """Start ``python -m services.<name>`` with its log in <data>/logs/<name>.log.
+
+        ``llm-2``, ``llm-3``... are more workers of the llm service: same module, their own
+        client id (``lineside-llm-2``) and status, sharing the questions with ``llm``.
+        """
+        module = name.split("-", 1)[0]
+        env = self.env()
+        if name != module:
+            env[f"LINESIDE_{module.upper()}_CLIENT_ID"] = f"lineside-{name}"
         with (self.logs / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
-            self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=self.env(), stdout=log, stderr=log)
+            self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{module}"], env=env, stdout=log, stderr=log)
 
     def start(self) -> None:
         """Start the broker (unless external) and every service."""
@@ -111,10 +119,16 @@ class Supervisor:
                 self.broker.kill()
 
 
-def up(conn: Connection, *, external_broker: bool, ingest_paths: list[Path]) -> int:
+def service_names(llm_workers: int = 1) -> tuple[str, ...]:
+    """The processes to run: the four services, with ``llm_workers`` llm processes sharing the questions."""
+    return (*SERVICES, *(f"llm-{i}" for i in range(2, llm_workers + 1)))
+
+
+def up(conn: Connection, *, external_broker: bool, ingest_paths: list[Path], llm_workers: int = 1) -> int:
     """Run everything until SIGINT/SIGTERM."""
     signal.signal(signal.SIGTERM, _raise_stop)
-    sup = Supervisor(conn, external_broker=external_broker)
+    names = service_names(llm_workers)
+    sup = Supervisor(conn, external_broker=external_broker, services=names)
     try:
         sup.start()
         print(
@@ -122,13 +136,13 @@ def up(conn: Connection, *, external_broker: bool, ingest_paths: list[Path]) -> 
             flush=True,
         )
         print("starting services (loading models)...", flush=True)
-        online = asyncio.run(wait_online(conn, SERVICES, START_TIMEOUT_S))
-        missing = set(SERVICES) - online
+        online = asyncio.run(wait_online(conn, names, START_TIMEOUT_S))
+        missing = set(names) - online
         if missing:
             for name in sorted(missing):
                 print(f"error: {name} did not come online. Last log lines:\n{sup.tail(name)}", file=sys.stderr)
             return 1
-        print("all services online: " + ", ".join(SERVICES), flush=True)
+        print("all services online: " + ", ".join(names), flush=True)
         if ingest_paths:
             files = [
                 p

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from schemas.messages import MAX_QUESTION_CHARS, Answer, AskRequest
+from schemas.messages import MAX_QUESTION_CHARS, Answer, AskRequest, StreamDelta
 
 MSGPACK = "application/msgpack"
 MAX_PAYLOAD_BYTES = 16 * 1024
@@ -45,7 +45,7 @@ def decoder(inbox: Any) -> msgspec.msgpack.Decoder[Any]:
     return msgspec.msgpack.Decoder(inbox)
 
 
-def encode_answer(answer: Answer, *, msgpack: bool) -> bytes:
+def encode_answer(answer: Answer | StreamDelta, *, msgpack: bool) -> bytes:
     """Encode the device-facing answer: MessagePack for a MessagePack request, JSON otherwise."""
     return _encoder.encode(answer) if msgpack else _json_encoder.encode(answer)
 

@@ -65,6 +65,22 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     model: str
     latency_ms: float
     error: ErrorInfo | None = None
+    cached: bool = False
+    """True when the same question was answered from the same passages before and the answer
+    was taken from the cache instead of the model (present only when true)."""
+
+
+class StreamDelta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A piece of a streamed answer, on ``<answer topic>/stream``; the last one has ``final`` true.
+
+    ``seq`` counts from 0 without gaps; the full answer follows on the answer topic as always
+    and is the one to keep (the model may still fall back after streaming text).
+    """
+
+    request_id: str
+    seq: int
+    delta: str
+    final: bool = False
 
 
 # ---------------------------------------------------------------- internal
@@ -116,6 +132,16 @@ class GenerateRequest(_Msg, tag="generate.request.v1", frozen=True, kw_only=True
     passages: list[Passage]
     reply_to: str
     deadline_unix: float | None = None
+    stream: bool = False
+    """Send the text as it is generated (``GenerateDelta`` messages to ``reply_to``) before the reply."""
+
+
+class GenerateDelta(_Msg, tag="generate.delta.v1", frozen=True, kw_only=True):
+    """A piece of text generated so far for a streamed request, in order (``seq`` from 0)."""
+
+    request_id: str
+    seq: int
+    delta: str
 
 
 class GenerateReply(_Msg, tag="generate.reply.v1", frozen=True, kw_only=True):
@@ -130,6 +156,12 @@ class GenerateReply(_Msg, tag="generate.reply.v1", frozen=True, kw_only=True):
     error: str | None = None
     used: list[int] = []
     """Indices of the request's passages that were put into the prompt (the token budget may drop some)."""
+    cached: bool = False
+    """The text comes from the answer cache: the same prompt was generated before."""
+    ttft_ms: float = 0.0
+    """Time to the first generated token, measured in the LLM service."""
+    worker: str = ""
+    """Client id of the LLM worker that answered (several may share the load)."""
 
 
 class Chunk(msgspec.Struct, frozen=True, kw_only=True):
@@ -148,6 +180,28 @@ class IngestDocument(_Msg, tag="ingest.document.v1", frozen=True, kw_only=True):
     name: str
     content: bytes
     sha256: str
+    line: str | None = None
+
+
+class IngestPart(_Msg, tag="ingest.part.v1", frozen=True, kw_only=True):
+    """One piece of a document sent piecewise; the ingest service reassembles the pieces on disk.
+
+    Pieces are numbered ``0 .. total - 1`` and sent in order on the document topic. Every piece
+    repeats the whole file's ``name``, ``size``, ``sha256`` and ``line``, so the service can refuse
+    an oversized or unsupported document at the first piece and check the others against it.
+    """
+
+    request_id: str
+    name: str
+    seq: int
+    """Position of this piece, from 0."""
+    total: int
+    """How many pieces the whole file has (1 for a small or empty file)."""
+    size: int
+    """Size of the whole file in bytes."""
+    sha256: str
+    """Hex sha256 of the whole file, checked once every piece has arrived."""
+    data: bytes
     line: str | None = None
 
 
@@ -204,6 +258,6 @@ class KbListReply(_Msg, tag="kb.list.reply.v1", frozen=True, kw_only=True):
 
 
 RetrieverInbox = RetrieveRequest | IndexChunks | DeleteDocument | KbListRequest
-GatewayInbox = RetrieveReply | GenerateReply
+GatewayInbox = RetrieveReply | GenerateReply | GenerateDelta
 LlmInbox = GenerateRequest
-IngestInbox = IngestDocument
+IngestInbox = IngestDocument | IngestPart

@@ -69,6 +69,11 @@ def status(service: str) -> str:
     return f"{ROOT}/status/{level(service, 'service')}"
 
 
+def shared(group: str, topic_filter: str) -> str:
+    """MQTT 5 shared subscription: subscribers in ``group`` each get a share of ``topic_filter``'s messages."""
+    return f"$share/{level(group, 'share group')}/{topic_filter}"
+
+
 def reply_inbox(client_id: str) -> str:
     """Private inbox where a client receives replies to its internal requests."""
     return f"{INTERNAL}/reply/{level(client_id, 'client id')}"

@@ -55,6 +55,18 @@ class Stack(Supervisor):
         """Which services are still running."""
         return {n: p.poll() is None for n, p in self.procs.items()}
 
+    def events(self, name: str, event: str) -> list[dict]:
+        """The JSON log records of one service with ``event``."""
+        out = []
+        for line in (self.logs / f"{name}.log").read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("event") == event:
+                out.append(rec)
+        return out
+
     def errors(self) -> list[str]:
         """Log lines at level error (a swallowed exception) from any service."""
         out = []
@@ -69,16 +81,16 @@ class Stack(Supervisor):
         return out
 
 
-def start_stack(data: Path, docs: list[Path], env: dict[str, str] | None = None) -> Stack:
-    """Broker and four services on a free port, documents ingested, everything online."""
+def start_stack(data: Path, docs: list[Path], env: dict[str, str] | None = None, services: tuple[str, ...] = SERVICES) -> Stack:
+    """Broker and the services (the four, or ``services``) on a free port, documents ingested, everything online."""
     conn = Connection(mqtt_host="127.0.0.1", mqtt_port=broker_mod.free_port(), data_dir=str(data))
-    stack = Stack(conn, external_broker=False)
+    stack = Stack(conn, external_broker=False, services=services)
     stack.extra_env = dict(env or {})
     stack.start()
-    online = asyncio.run(wait_online(conn, SERVICES, 240))
-    if online != set(SERVICES):
+    online = asyncio.run(wait_online(conn, services, 240))
+    if online != set(services):
         stack.stop()
-        pytest.fail(f"services did not come online: {set(SERVICES) - online}; logs in {stack.logs}")
+        pytest.fail(f"services did not come online: {set(services) - online}; logs in {stack.logs}")
     if docs:
         results = asyncio.run(ingest(conn, docs, wait=True, timeout_s=600))
         failed = {n: ev for n, ev in results.items() if ev["stage"] not in ("indexed", "unchanged")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import msgspec
 import structlog
 
 from lineside.bus import Bus, BusError, Inbound, run_forever
@@ -13,7 +14,16 @@ from lineside.runtime import Counters, describe_decode_error, run
 from lineside.settings import load
 from schemas import codec, topics
 from schemas.codec import BadRequest
-from schemas.messages import Answer, GatewayInbox, GenerateReply, GenerateRequest, RetrieveReply, RetrieveRequest
+from schemas.messages import (
+    Answer,
+    GatewayInbox,
+    GenerateDelta,
+    GenerateReply,
+    GenerateRequest,
+    RetrieveReply,
+    RetrieveRequest,
+    StreamDelta,
+)
 from services.gateway import handlers as h
 from services.gateway.settings import GatewaySettings
 
@@ -25,6 +35,8 @@ async def main() -> None:
     inbox = topics.reply_inbox(s.client_id)
     decode = codec.decoder(GatewayInbox)
     pending: dict[str, asyncio.Future[RetrieveReply | GenerateReply]] = {}
+    streams: dict[str, tuple[h.Route, str, list[int]]] = {}
+    """Streamed requests in flight: internal key -> (route, device request id, [pieces sent])."""
     counters = Counters()
 
     async def call(bus: Bus, topic: str, msg: RetrieveRequest | GenerateRequest, wait_s: float) -> RetrieveReply | GenerateReply:
@@ -36,15 +48,24 @@ async def main() -> None:
         finally:
             pending.pop(msg.request_id, None)
 
-    async def send(bus: Bus, route: h.Route, answer: Answer) -> None:
+    async def send(bus: Bus, route: h.Route, answer: Answer | StreamDelta) -> None:
         if route.reply_topic is None:
             return
         await bus.publish(
-            route.reply_topic,
+            route.reply_topic if isinstance(answer, Answer) else topics.stream_topic(route.reply_topic),
             codec.encode_answer(answer, msgpack=route.msgpack),
             correlation_data=route.correlation_data,
             content_type=codec.MSGPACK if route.msgpack else "application/json",
         )
+
+    async def relay(bus: Bus, delta: GenerateDelta) -> None:
+        """Pass a piece of generated text on to the device's stream topic, in order."""
+        entry = streams.get(delta.request_id)
+        if entry is None:
+            return
+        route, rid, sent = entry
+        await send(bus, route, StreamDelta(request_id=rid, seq=sent[0], delta=delta.delta))
+        sent[0] += 1
 
     async def handle(bus: Bus, m: Inbound) -> Answer | None:
         t0 = m.received_at
@@ -79,12 +100,21 @@ async def main() -> None:
             structlog.contextvars.bind_contextvars(fallback=reason)
             return h.fallback(rid, s.fallback_message_zh if lang == "zh" else s.fallback_message, ms())
         deadline = time.time() + m.message_expiry_s if m.message_expiry_s else None
+        stream = req.stream and route.reply_topic is not None
+        if stream:
+            streams[key] = (route, rid, [0])
         try:
             gr = await call(
                 bus,
                 topics.GENERATE,
                 GenerateRequest(
-                    request_id=key, question=req.question, lang=lang, passages=rr.passages, reply_to=inbox, deadline_unix=deadline
+                    request_id=key,
+                    question=req.question,
+                    lang=lang,
+                    passages=rr.passages,
+                    reply_to=inbox,
+                    deadline_unix=deadline,
+                    stream=stream,
                 ),
                 s.generate_timeout_s,
             )
@@ -92,6 +122,10 @@ async def main() -> None:
             return h.failed(
                 rid, "error", "llm_timeout", f"the language model did not answer within {s.generate_timeout_s:g} s; try again", ms()
             )
+        finally:
+            entry = streams.pop(key, None)
+            if entry is not None:
+                await send(bus, route, StreamDelta(request_id=rid, seq=entry[2][0], delta="", final=True))
         assert isinstance(gr, GenerateReply)
         if gr.error == "busy":
             return h.failed(rid, "busy", "llm_busy", "too many questions are waiting; ask again in a minute", ms())
@@ -103,7 +137,11 @@ async def main() -> None:
             structlog.contextvars.bind_contextvars(fallback="model found no answer in the passages")
             return h.fallback(rid, s.fallback_message_zh if lang == "zh" else s.fallback_message, ms())
         used = [rr.passages[i] for i in gr.used if 0 <= i < len(rr.passages)] or rr.passages
-        return h.compose(rid, gr.text, used, gr.model, ms())
+        answer = h.compose(rid, gr.text, used, gr.model, ms())
+        if gr.cached:
+            structlog.contextvars.bind_contextvars(cached=True)
+            answer = msgspec.structs.replace(answer, cached=True)
+        return answer
 
     async def consume(bus: Bus) -> None:
         asks: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=s.max_waiting)
@@ -117,6 +155,9 @@ async def main() -> None:
                         log.warning(
                             "invalid_message", topic=m.topic, reason=describe_decode_error(exc), invalid_total=counters.inc("invalid")
                         )
+                        continue
+                    if isinstance(reply, GenerateDelta):
+                        await relay(bus, reply)
                         continue
                     fut = pending.get(reply.request_id)
                     if fut is not None and not fut.done():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -14,6 +16,7 @@ class Generation:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    ttft_ms: float = 0.0
 
 
 class ChatModel(Protocol):
@@ -21,8 +24,8 @@ class ChatModel(Protocol):
 
     name: str
 
-    def chat(self, messages: list[dict[str, str]], max_tokens: int) -> Generation:
-        """Complete ``messages`` greedily."""
+    def chat(self, messages: list[dict[str, str]], max_tokens: int, on_delta: Callable[[str], None] | None = None) -> Generation:
+        """Complete ``messages`` greedily; ``on_delta`` receives each piece of text as it is generated."""
         ...
 
     def count_tokens(self, text: str) -> int:
@@ -43,9 +46,31 @@ class LlamaCpp:
         """Tokens ``text`` takes in this model's vocabulary."""
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
 
-    def chat(self, messages: list[dict[str, str]], max_tokens: int) -> Generation:
-        """Greedy completion (temperature 0): the same sources give the same answer."""
-        out = self._llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=0.0)  # type: ignore[arg-type]
-        usage = out["usage"]  # type: ignore[index]
-        text = out["choices"][0]["message"]["content"] or ""  # type: ignore[index]
-        return Generation(text=text.strip(), prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"])
+    def chat(self, messages: list[dict[str, str]], max_tokens: int, on_delta: Callable[[str], None] | None = None) -> Generation:
+        """Greedy completion (temperature 0): the same sources give the same answer.
+
+        Always streamed from llama.cpp, so time to first token is measured for every answer;
+        ``on_delta`` (called in this thread) gets each piece of text as it comes.
+        """
+        t0 = time.perf_counter()
+        ttft = 0.0
+        pieces: list[str] = []
+        stream = self._llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=0.0, stream=True)  # type: ignore[arg-type]
+        for chunk in stream:
+            delta = chunk["choices"][0]["delta"].get("content")  # type: ignore[index, union-attr]
+            if not delta:
+                continue
+            if not pieces:
+                ttft = (time.perf_counter() - t0) * 1000
+                delta = delta.lstrip()
+            pieces.append(delta)
+            if on_delta is not None and delta:
+                on_delta(delta)
+        completion = len(pieces)
+        # A streamed completion reports no usage: the context holds prompt + completion tokens.
+        prompt = max(0, self._llm.n_tokens - completion)
+        return Generation(text="".join(pieces).strip(), prompt_tokens=prompt, completion_tokens=completion, ttft_ms=ttft)
+
+    def forget(self) -> None:
+        """Drop the evaluated context, so the next prompt reuses nothing (for measuring the KV-cache gain)."""
+        self._llm.reset()

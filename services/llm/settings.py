@@ -15,7 +15,13 @@ class LlmSettings(Connection, kw_only=True):
     client_id: Annotated[str, msgspec.Meta(description="MQTT client id; fixed so the persistent session survives restarts")] = (
         "lineside-llm"
     )
-    profile: Annotated[str, msgspec.Meta(description="Model profile: 'default' (Qwen2.5-Coder-0.5B-Instruct Q4_K_M)")] = "default"
+    profile: Annotated[
+        str,
+        msgspec.Meta(
+            description="Model profile: 'tiny' (SmolLM2-135M), 'default' (Qwen2.5-Coder-0.5B-Instruct Q4_K_M), "
+            "'large' (Qwen2.5-Coder-1.5B-Instruct), or 'none' (no model: quote the best passage)"
+        ),
+    ] = "default"
     model: Annotated[str | None, msgspec.Meta(description="Path to any GGUF file; overrides the profile")] = None
     model_dir: Annotated[str, msgspec.Meta(description="Where assembled model files are kept")] = msgspec.field(
         default_factory=default_model_dir
@@ -30,3 +36,13 @@ class LlmSettings(Connection, kw_only=True):
         ),
     ] = 300
     max_queue: Annotated[int, msgspec.Meta(description="Questions waiting for the model before new ones get 'busy'", ge=1)] = 16
+    cache_size: Annotated[
+        int, msgspec.Meta(description="Answers kept by exact prompt, served again in milliseconds (0 turns the cache off)", ge=0)
+    ] = 256
+    share_group: Annotated[
+        str,
+        msgspec.Meta(
+            description="MQTT 5 shared-subscription group: workers in the same group split the questions between them "
+            "(empty: every worker gets every question)"
+        ),
+    ] = "llm"

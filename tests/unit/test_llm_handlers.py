@@ -51,3 +51,33 @@ def test_best_passage_is_nearest_the_question():
     msgs = h.build_messages("q?", "en", [_p("BEST", 1), _p("second", 2)])
     user = msgs[1]["content"]
     assert user.index("second") < user.index("BEST") < user.index("Question:")
+
+
+def test_extractive_answer_quotes_the_matching_lines_of_the_best_passage_and_cites_it():
+    best = _p(TABLE, 1)
+    other = _p("Joint: Something else; Tightening torque: 99 N·m", 2)
+    out = h.extract("Torque for the gearbox torque arm bolt?", [best, other])
+    assert "79 N·m" in out
+    assert "99 N·m" not in out
+    assert out.startswith("\u201c")
+    assert out.endswith("[1]")
+    assert h.extract("anything", []) == ""
+
+
+def test_answer_cache_keys_on_the_whole_prompt_and_drops_the_least_recently_used():
+    cache = h.AnswerCache(size=2)
+    msgs = [{"role": "user", "content": "q"}]
+    k1 = h.AnswerCache.key("m", msgs, 160)
+    assert k1 != h.AnswerCache.key("m", [{"role": "user", "content": "q2"}], 160)
+    assert k1 != h.AnswerCache.key("other-model", msgs, 160)
+    assert k1 != h.AnswerCache.key("m", msgs, 80)
+    cache.put("a", h.Cached("A", 1, 1))
+    cache.put("b", h.Cached("B", 1, 1))
+    assert cache.get("a") is not None  # a is now the most recently used
+    cache.put("c", h.Cached("C", 1, 1))
+    assert cache.get("b") is None
+    assert cache.get("a").text == "A"
+    assert len(cache) == 2
+    off = h.AnswerCache(size=0)
+    off.put("a", h.Cached("A", 1, 1))
+    assert off.get("a") is None

@@ -59,3 +59,36 @@ def test_explicit_path_must_be_a_gguf(tmp_path):
 def test_unknown_profile(tmp_path):
     with pytest.raises(ModelError, match="unknown model profile"):
         resolve("huge", None, str(tmp_path))
+
+
+def test_a_whole_gguf_shipped_inside_one_wheel_is_copied_and_verified(tmp_path, monkeypatch):
+    """The tiny profile's wheel holds the GGUF itself, not a data/partNN.bin."""
+    pkg = tmp_path / "site" / "fake_whole_model"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    blob = b"GGUF" + b"t" * 64
+    (pkg / "Model.Q4_1.gguf").write_bytes(blob)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    spec = ModelSpec(
+        profile="t",
+        filename="t.gguf",
+        packages=("fake_whole_model",),
+        sha256=hashlib.sha256(blob).hexdigest(),
+        licence="x",
+        origin="x",
+        part_glob="Model.Q4_1.gguf",
+    )
+    try:
+        assert assemble(spec, tmp_path / "models").read_bytes() == blob
+    finally:
+        sys.modules.pop("fake_whole_model", None)
+
+
+def test_every_profile_names_its_packages_and_checksum():
+    from services.llm.models import PROFILES
+
+    assert set(PROFILES) == {"tiny", "default", "large"}
+    for spec in PROFILES.values():
+        assert len(spec.sha256) == 64
+        assert spec.packages
+        assert spec.licence == "Apache-2.0"

@@ -29,3 +29,13 @@ def test_publishable_topics():
     assert topics.is_valid_publish_topic("lineside/v1/answer/x/1")
     assert not topics.is_valid_publish_topic("lineside/+/x")
     assert not topics.is_valid_publish_topic("")
+
+
+def test_shared_subscription_and_worker_names():
+    from services.llm.__main__ import worker_name
+
+    assert topics.shared("llm", topics.GENERATE) == "$share/llm/lineside/v1/internal/llm/generate"
+    with pytest.raises(topics.TopicError):
+        topics.shared("a/b", topics.GENERATE)
+    assert worker_name("lineside-llm") == "llm"
+    assert worker_name("lineside-llm-2") == "llm-2"
