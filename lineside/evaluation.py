@@ -57,16 +57,35 @@ def judge(q: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
 
 
 async def run(
-    conn: Connection, questions: Sequence[dict[str, Any]], *, device: str = "eval", timeout_s: float = 180.0
+    conn: Connection,
+    questions: Sequence[dict[str, Any]],
+    *,
+    device: str = "eval",
+    timeout_s: float = 180.0,
+    stream: bool = False,
 ) -> list[dict[str, Any]]:
-    """Ask every question in turn and judge each answer; adds ``latency_ms`` and ``answer``."""
+    """Ask every question in turn and judge each answer; adds ``latency_ms`` and ``answer``.
+
+    With ``stream`` the answers are streamed and ``ttft_ms`` (time to the first piece of
+    text, as the asker sees it) is added for questions that got one.
+    """
     results = []
     async with Asker(conn, device=device) as asker:
         for q in questions:
+            first: list[float] = []
             t = time.perf_counter()
-            ans = await asker.ask({"question": q["question"], "request_id": q["id"]}, timeout_s=timeout_s)
+
+            def on_delta(d: dict[str, Any], first: list[float] = first, t: float = t) -> None:
+                if d.get("delta") and not first:
+                    first.append((time.perf_counter() - t) * 1000)
+
+            ans = await asker.ask(
+                {"question": q["question"], "request_id": q["id"]}, timeout_s=timeout_s, on_delta=on_delta if stream else None
+            )
             r = judge(q, ans)
             r["latency_ms"] = (time.perf_counter() - t) * 1000
+            if first:
+                r["ttft_ms"] = first[0]
             r["answer"] = ans.get("answer", "")
             r["sources"] = ans.get("sources", [])
             results.append(r)

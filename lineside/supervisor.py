@@ -53,6 +53,9 @@ class Supervisor:
             HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1",
         )
+        # glibc gives every thread its own malloc arena; torch's and llama.cpp's worker threads
+        # then keep hundreds of MB of freed memory resident. Two arenas: retriever peak 951 -> 800 MB.
+        env.setdefault("MALLOC_ARENA_MAX", "2")
         return env
 
     def start_service(self, name: str) -> None:
