@@ -16,11 +16,14 @@ import msgspec
 from lineside.bus import Bus
 from lineside.settings import Connection
 from schemas import codec, topics
-from schemas.messages import DeleteDocument, IngestDocument, KbListReply, KbListRequest
+from schemas.messages import DeleteDocument, IngestPart, KbListReply, KbListRequest
 
 TERMINAL_STAGES = ("indexed", "unchanged", "failed", "deleted")
 MAX_DOCUMENT_BYTES = 50 * 2**20
-"""Same as the ingest service's default limit, and below the broker's 64 MiB packet limit."""
+"""Same as the ingest service's default limit (LINESIDE_INGEST_MAX_DOCUMENT_MB)."""
+PIECE_BYTES = 256 * 2**10
+"""Documents travel in pieces of 256 KiB: far below any broker's packet limit and cheap to redeliver,
+while a 50 MiB file is still only 200 messages (each waits for the broker's PUBACK)."""
 
 
 class Asker:
@@ -68,7 +71,7 @@ class Asker:
         With ``on_delta`` the question asks for a stream, and each partial-answer message
         (``{request_id, seq, delta[, final]}``) is passed to it as it arrives.
         """
-        payload_obj = {"question": question} if isinstance(question, str) else dict(question)
+        payload_obj: dict[str, Any] = {"question": question} if isinstance(question, str) else dict(question)
         if on_delta is not None:
             payload_obj["stream"] = True
         payload = msgspec.msgpack.encode(payload_obj) if msgpack else json.dumps(payload_obj, ensure_ascii=False).encode()
@@ -116,64 +119,144 @@ async def ingest(
     line: str | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     max_bytes: int = MAX_DOCUMENT_BYTES,
+    piece_bytes: int = PIECE_BYTES,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Send documents to the ingest service; with ``wait``, return each one's final status event.
+    """Send documents to the ingest service piecewise; with ``wait``, return each one's final status event.
 
-    A file over ``max_bytes`` is refused here, before it is read: it would be refused by the
-    service anyway, and a 2 GB file must not be loaded into memory to learn that.
+    A file over ``max_bytes`` is refused here from its size, before it is opened: the service would
+    refuse it anyway, and a 2 GB file must not be read to learn that. Every other file travels as
+    ``IngestPart`` pieces of ``piece_bytes``; ``on_progress(name, bytes_sent, size)`` is called after
+    each piece. A file the service fails while it is still being sent is not sent further. Without
+    ``wait`` the result holds only the files that failed before the last piece was sent.
     """
-    ids = {}
-    refused: dict[str, dict[str, Any]] = {}
-    async with Bus(conn, subscriptions=(topics.INGEST_STATUS,) if wait else ()) as bus:
-        for path in paths:
-            size = path.stat().st_size
-            if size > max_bytes:
-                refused[path.name] = {
-                    "doc": path.name,
-                    "stage": "failed",
-                    "reason": f"the document is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.1f} MiB",
-                }
-                if on_event:
-                    on_event(refused[path.name])
-                continue
-            data = path.read_bytes()
-            rid = uuid.uuid4().hex
-            ids[rid] = path.name
-            doc = IngestDocument(request_id=rid, name=path.name, content=data, sha256=hashlib.sha256(data).hexdigest(), line=line)
-            await bus.publish(topics.INGEST_DOCUMENT, codec.encode(doc))
-        if not wait or not ids:
-            return refused
-        final: dict[str, dict[str, Any]] = dict(refused)
+    if piece_bytes < 1:
+        raise ValueError("piece_bytes must be at least 1")
+    final: dict[str, dict[str, Any]] = {}
+    todo: list[tuple[Path, int]] = []
+    for path in paths:
+        size = path.stat().st_size
+        if size > max_bytes:
+            reason = f"the document is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.1f} MiB (LINESIDE_INGEST_MAX_DOCUMENT_MB)"
+            final[path.name] = {"doc": path.name, "stage": "failed", "reason": reason}
+            if on_event:
+                on_event(final[path.name])
+            continue
+        todo.append((path, size))
+    if not todo:
+        return final
 
-        async def collect() -> None:
+    names: dict[str, str] = {}
+    """Request id -> file name, for every file sent (or being sent)."""
+    ended: dict[str, dict[str, Any]] = {}
+    """Request id -> its terminal status event."""
+    sending_done = False
+
+    async with Bus(conn, subscriptions=(topics.INGEST_STATUS,)) as bus:
+
+        async def listen() -> None:
+            """Record status events of our files; return once every sent file has a terminal one."""
             async for m in bus.messages():
                 try:
                     ev = json.loads(m.payload)
                 except ValueError:
                     continue
-                if ev.get("request_id") not in ids:
+                rid = ev.get("request_id") if isinstance(ev, dict) else None
+                if not isinstance(rid, str) or rid not in names or rid in ended:
                     continue
                 if on_event:
                     on_event(ev)
                 if ev.get("stage") in TERMINAL_STAGES:
-                    final[ids[ev["request_id"]]] = ev
-                    if len(final) == len(ids) + len(refused):
+                    ended[rid] = ev
+                    if sending_done and len(ended) == len(names):
                         return
 
+        listener = asyncio.create_task(listen())
         try:
-            await asyncio.wait_for(collect(), timeout_s)
-        except TimeoutError:
-            for rid, name in ids.items():
-                final.setdefault(
-                    name,
-                    {
-                        "doc": name,
-                        "request_id": rid,
-                        "stage": "failed",
-                        "reason": f"no result within {timeout_s:g} s (is the ingest service running?)",
-                    },
-                )
-        return final
+            for path, size in todo:
+                rid = uuid.uuid4().hex
+                names[rid] = path.name
+                unsent = await _send_pieces(bus, path, size, rid, line, piece_bytes, on_progress, stopped=lambda: rid in ended)
+                if unsent is not None:
+                    ended[rid] = {"doc": path.name, "request_id": rid, "stage": "failed", "reason": unsent}
+                    if on_event:
+                        on_event(ended[rid])
+            sending_done = True
+            if wait and len(ended) < len(names):
+                try:
+                    await asyncio.wait_for(listener, timeout_s)
+                except TimeoutError:
+                    pass
+        finally:
+            listener.cancel()
+            try:
+                await listener
+            except asyncio.CancelledError:
+                pass
+
+    for rid, name in names.items():
+        if rid in ended:
+            final[name] = ended[rid]
+        elif wait:
+            final[name] = {
+                "doc": name,
+                "request_id": rid,
+                "stage": "failed",
+                "reason": f"no result within {timeout_s:g} s (is the ingest service running?)",
+            }
+    return final
+
+
+def _sha256_of(path: Path, size: int) -> str | None:
+    """Hex sha256 of the first ``size`` bytes of ``path``; None when the file no longer has ``size`` bytes."""
+    h = hashlib.sha256()
+    n = 0
+    with path.open("rb") as f:
+        while block := f.read(2**20):
+            h.update(block)
+            n += len(block)
+    return h.hexdigest() if n == size else None
+
+
+async def _send_pieces(
+    bus: Bus,
+    path: Path,
+    size: int,
+    rid: str,
+    line: str | None,
+    piece_bytes: int,
+    on_progress: Callable[[str, int, int], None] | None,
+    *,
+    stopped: Callable[[], bool],
+) -> str | None:
+    """Publish one file as IngestPart pieces, in order; return why it could not be sent, or None.
+
+    The file is read twice (checksum, then pieces) so memory stays at one piece whatever its size.
+    """
+    try:
+        digest = await asyncio.to_thread(_sha256_of, path, size)
+    except OSError as exc:
+        return f"cannot read the file: {exc.strerror or exc}"
+    if digest is None:
+        return "the file changed size while it was being read: send it again once it is complete"
+    total = max(1, -(-size // piece_bytes))
+    sent = 0
+    if on_progress and size:
+        on_progress(path.name, 0, size)  # the bar appears before the first piece's round trip
+    try:
+        with path.open("rb") as f:
+            for seq in range(total):
+                if stopped():
+                    return None  # the service already failed it; its status event says why
+                data = await asyncio.to_thread(f.read, piece_bytes)
+                part = IngestPart(request_id=rid, name=path.name, seq=seq, total=total, size=size, sha256=digest, data=data, line=line)
+                await bus.publish(topics.INGEST_DOCUMENT, codec.encode(part))
+                sent += len(data)
+                if on_progress:
+                    on_progress(path.name, sent, size)
+    except OSError as exc:
+        return f"cannot read the file: {exc.strerror or exc}"
+    return None
 
 
 async def kb_list(conn: Connection, timeout_s: float = 10.0) -> list[dict[str, Any]]:
