@@ -84,8 +84,20 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    """Send documents to the ingest service; with --wait, report each one's result."""
+    """Send documents to the ingest service piecewise, with a progress bar per file; with --wait, report each one's result."""
     from lineside.client import ingest
+
+    max_mb = args.max_mb
+    if max_mb is None:
+        raw = os.environ.get("LINESIDE_INGEST_MAX_DOCUMENT_MB", "50")
+        try:
+            max_mb = float(raw)
+        except ValueError:
+            print(f"error: LINESIDE_INGEST_MAX_DOCUMENT_MB={raw!r} is not a number of MiB", file=sys.stderr)
+            return 2
+    if max_mb <= 0:
+        print("error: the document size limit must be more than 0 MiB (--max-mb)", file=sys.stderr)
+        return 2
 
     files: list[Path] = []
     for raw in args.paths:
@@ -98,13 +110,52 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"error: {raw}: no such file or directory", file=sys.stderr)
             return 2
 
+    # A bar redrawn in place on a terminal; a plain line per file when stderr is a log or a pipe.
+    tty = sys.stderr.isatty()
+    bar = [""]  # the bar currently on screen, redrawn after an event line is printed above it
+
+    def mib(n: int) -> str:
+        return f"{n / 2**20:.1f}"
+
+    def progress(name: str, sent: int, size: int) -> None:
+        done = sent >= size
+        if not tty:
+            if done:
+                print(f"  sent      {name} ({mib(size)} MiB)", file=sys.stderr, flush=True)
+            return
+        if done:
+            bar[0] = ""
+            sys.stderr.write(f"\r\x1b[K  sent      {name} ({mib(size)} MiB)\n")
+        else:
+            width = 24
+            filled = width * sent // size
+            shown = name if len(name) <= 32 else name[:31] + "…"
+            bar[0] = f"  sending   {shown:32} [{'#' * filled}{'.' * (width - filled)}] {mib(sent)}/{mib(size)} MiB {sent / size:4.0%}"
+            sys.stderr.write("\r\x1b[K" + bar[0])
+        sys.stderr.flush()
+
     def show(ev: dict[str, Any]) -> None:
         detail = f" ({ev['chunks']} chunks)" if ev.get("chunks") else ""
         reason = f": {ev['reason']}" if ev.get("reason") else ""
+        if tty and bar[0]:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
         print(f"  {ev['stage']:9} {ev['doc']}{detail}{reason}", flush=True)
+        if tty and bar[0]:
+            sys.stderr.write(bar[0])
+            sys.stderr.flush()
 
     results = asyncio.run(
-        ingest(_conn(args), files, wait=args.wait, line=args.line, on_event=show if args.wait else None, timeout_s=args.timeout)
+        ingest(
+            _conn(args),
+            files,
+            wait=args.wait,
+            line=args.line,
+            on_event=show if args.wait else None,
+            on_progress=progress,
+            timeout_s=args.timeout,
+            max_bytes=int(max_mb * 2**20),
+        )
     )
     failed = [n for n, ev in results.items() if ev["stage"] == "failed"]
     if not args.wait:
@@ -129,11 +180,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         docs = sorted(p for p in Path(args.docs).iterdir() if p.is_file() and p.suffix != ".jsonl" and p.name != "README.md")
         asyncio.run(ingest(_conn(args), docs, wait=True))
     try:
-        results = asyncio.run(run(_conn(args), questions, device="eval"))
+        if args.retrieval_only:
+            from lineside.evaluation import run_retrieval
+
+            results = asyncio.run(run_retrieval(_conn(args), questions, top_k=args.top_k))
+        else:
+            results = asyncio.run(run(_conn(args), questions, device="eval"))
     except TimeoutError:
         print("error: a question got no answer in time: is `lineside up` running?", file=sys.stderr)
         return 2
     figures = summary(results, questions)
+    if args.retrieval_only:
+        figures.pop("fact_rate", None)  # nothing is generated in this mode
     if args.json:
         print(json.dumps({"summary": figures, "results": results}, ensure_ascii=False, indent=2))
         return 0
@@ -215,12 +273,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wait", action="store_true", help="return when the documents are searchable; non-zero exit if any failed")
     p.add_argument("--line", help="tag every chunk of these documents with a production line")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait with --wait")
+    p.add_argument(
+        "--max-mb",
+        type=float,
+        metavar="MB",
+        help="refuse larger files before sending them (default LINESIDE_INGEST_MAX_DOCUMENT_MB or 50, the service's limit)",
+    )
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("eval", help="run a questions.jsonl set through the running system and print its figures")
     p.add_argument("questions", help="JSON Lines file in the format of ../shared/corpus-dev/questions.jsonl")
     p.add_argument("--docs", help="ingest this folder first")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--retrieval-only", action="store_true", help="no LLM: judge the retriever's passages and the fallback rule on them")
+    p.add_argument("--top-k", type=int, default=5, help="passages per question in --retrieval-only mode (recall@k up to this)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("kb", help="list or delete documents in the knowledge base")

@@ -13,12 +13,18 @@ import json
 import re
 import statistics
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from lineside.bus import Bus
 from lineside.client import Asker
 from lineside.settings import Connection
+from schemas import codec, topics
+from schemas.messages import RetrieveReply, RetrieveRequest
 
 _CJK = r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]"
 
@@ -88,6 +94,53 @@ async def run(
                 r["ttft_ms"] = first[0]
             r["answer"] = ans.get("answer", "")
             r["sources"] = ans.get("sources", [])
+            results.append(r)
+    return results
+
+
+async def run_retrieval(
+    conn: Connection,
+    questions: Sequence[dict[str, Any]],
+    *,
+    top_k: int = 5,
+    threshold: float | None = None,
+    timeout_s: float = 30.0,
+) -> list[dict[str, Any]]:
+    """Retrieval only, no LLM: send each question straight to the retriever and judge its
+    passages as if they were the cited sources, and the gateway's fallback rule on them.
+
+    Separates retrieval errors from generation errors: status is ``fallback`` when the
+    gateway would fall back on these passages, else ``retrieved``.
+    """
+    from services.gateway.handlers import fallback_reason
+    from services.gateway.settings import GatewaySettings
+
+    limit = GatewaySettings().fallback_threshold if threshold is None else threshold
+    bus = Bus(conn)
+    inbox = topics.reply_inbox(bus.client_id)
+    results = []
+    async with bus:
+        await bus.subscribe(inbox)
+        replies = bus.messages()
+        for q in questions:
+            rid = uuid.uuid4().hex
+            t = time.perf_counter()
+            await bus.publish(
+                topics.RETRIEVE, codec.encode(RetrieveRequest(request_id=rid, question=q["question"], reply_to=inbox, top_k=top_k))
+            )
+            while True:
+                m = await asyncio.wait_for(anext(replies), timeout_s)
+                rep = msgspec.msgpack.decode(m.payload, type=RetrieveReply)
+                if rep.request_id == rid:
+                    break
+            reason = fallback_reason(rep.passages, rep.unknown_terms, rep.exact_match, limit)
+            answer = {"status": "fallback" if reason or rep.error else "retrieved", "sources": [{"doc": p.doc} for p in rep.passages]}
+            r = judge(q, answer)
+            if q.get("answerable", True):
+                r["passed"] = r["status"] == "retrieved" and r["rank"] is not None
+            r["latency_ms"] = (time.perf_counter() - t) * 1000
+            r["answer"] = reason or ""
+            r["sources"] = [{"doc": p.doc, "locator": p.locator, "score": round(p.score, 3)} for p in rep.passages]
             results.append(r)
     return results
 

@@ -31,6 +31,10 @@ class AskRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     line: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     lang: Annotated[str, msgspec.Meta(min_length=2, max_length=16)] | None = None
     stream: bool = False
+    machine: Annotated[str, msgspec.Meta(min_length=2, max_length=64)] | None = None
+    """Only passages that name this machine (model or asset tag) in their document name, headings or text."""
+    doc_type: Literal["pdf", "spreadsheet", "word", "wiki", "text"] | None = None
+    """Only documents of this type."""
 
 
 class Source(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,6 +111,10 @@ class RetrieveRequest(_Msg, tag="retrieve.request.v1", frozen=True, kw_only=True
     reply_to: str
     top_k: int = 4
     line: str | None = None
+    machine: str | None = None
+    doc_type: str | None = None
+    today: str | None = None
+    """ISO date that relative dates in the question ("last month") are counted from; the retriever's clock when absent."""
 
 
 class RetrieveReply(_Msg, tag="retrieve.reply.v1", frozen=True, kw_only=True):

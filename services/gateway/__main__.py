@@ -85,7 +85,15 @@ async def main() -> None:
             rr = await call(
                 bus,
                 topics.RETRIEVE,
-                RetrieveRequest(request_id=key, question=req.question, reply_to=inbox, top_k=s.top_k, line=req.line),
+                RetrieveRequest(
+                    request_id=key,
+                    question=req.question,
+                    reply_to=inbox,
+                    top_k=s.top_k,
+                    line=req.line,
+                    machine=req.machine,
+                    doc_type=req.doc_type,
+                ),
                 s.retrieve_timeout_s,
             )
         except TimeoutError:

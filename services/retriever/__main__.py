@@ -9,6 +9,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import asyncio
+import datetime as dt
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from schemas.messages import (
     RetrieverInbox,
 )
 from services.retriever.adapters import Index, MiniLM
-from services.retriever.handlers import embedding_text
+from services.retriever.handlers import Filters, embedding_text
 from services.retriever.search import SearchResult, hybrid_search
 from services.retriever.settings import RetrieverSettings
 
@@ -40,6 +41,16 @@ MIN_POOL = 32
 
 SEARCH_WORKERS = 2
 """Two searches in flight: one embeds while the other's FAISS scan and SQLite lookup run."""
+
+
+def today_of(req: RetrieveRequest) -> dt.date:
+    """The day relative dates are counted from: the request's, else this machine's (local time)."""
+    if req.today:
+        try:
+            return dt.date.fromisoformat(req.today)
+        except ValueError:
+            pass
+    return dt.date.today()
 
 
 async def main() -> None:
@@ -58,7 +69,8 @@ async def main() -> None:
     def search(req: RetrieveRequest) -> SearchResult:
         vec = embedder.embed([req.question])[0]
         k = min(req.top_k, settings.max_top_k)
-        return hybrid_search(index, vec, req.question, k, max(k * settings.oversample, MIN_POOL), req.line)
+        scope = Filters(line=req.line, machine=req.machine, doc_type=req.doc_type)
+        return hybrid_search(index, vec, req.question, k, max(k * settings.oversample, MIN_POOL), filters=scope, today=today_of(req))
 
     async def handle_search(bus: Bus, req: RetrieveRequest) -> None:
         t = time.perf_counter()

@@ -247,6 +247,21 @@ class Index:
         kept = [t for t in terms if df[t] <= max_share * total]
         return kept or [min(terms, key=lambda t: df[t])]
 
+    def substring_ranking(self, phrases: Sequence[str], k: int) -> list[int]:
+        """Chunk ids (newest first, at most ``k``) whose text contains any of ``phrases`` as a
+        substring: dates such as ``2026-10-`` or ``-10-03`` are not words BM25 can match."""
+        usable = [p for p in phrases if len(p) >= 3]
+        if not usable:
+            return []
+        match = " OR ".join('"' + p.replace('"', '""') + '"' for p in usable)
+        try:
+            rows = self._db.execute(
+                "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rowid DESC LIMIT ?", (match, k)
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        return [r[0] for r in rows]
+
     def contains(self, phrase: str) -> bool:
         """True when any chunk contains ``phrase`` (case-insensitive substring, 3+ characters)."""
         if len(phrase) < 3:

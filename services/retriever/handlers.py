@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from schemas.messages import Chunk, Passage
 
@@ -224,34 +226,110 @@ def date_groups(question: str) -> list[list[str]]:
     return [[f"-{mo:02d}-{d:02d}", f"{mo}月{d}日"] for mo, d in dict.fromkeys(found) if 1 <= mo <= 12 and 1 <= d <= 31]
 
 
-def exact_groups(question: str) -> list[list[str]]:
-    """Exact things a question names: each code, part number and ISO date, and the production
-    line (a group of the spellings documents use for it). A passage matches a group when it
-    contains any of its strings."""
+_REL_EN = re.compile(
+    r"\b(today|yesterday|day before yesterday|(?:this|last|previous|past) (?:week|month|year))\b"
+    rf"|\bon the (\d{{1,2}})(?:st|nd|rd|th)\b(?!\s+(?:of\s+)?{_MONTH_RE})",
+    re.IGNORECASE,
+)
+_REL_ZH = re.compile(r"(今天|昨天|前天|本周|这周|上周|上个?星期|本月|这个月|上个?月|今年|去年)|(?<![\d月])(\d{1,2})\s*[日号](?!\s*线)")
+
+
+def _iso_days(first: dt.date, last: dt.date) -> list[str]:
+    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def _month_prefix(day: dt.date, back: int = 0) -> str:
+    y, m = day.year, day.month - back
+    while m < 1:
+        y, m = y - 1, m + 12
+    return f"{y:04d}-{m:02d}-"
+
+
+def relative_date_groups(question: str, today: dt.date) -> list[list[str]]:
+    """Dates a question names relative to ``today`` ("yesterday", "last month", "on the 3rd",
+    "上个月", "3号"), each as the ISO-date strings (or ``YYYY-MM-`` month prefixes) a log row
+    of that period contains. "On the 3rd" is the most recent 3rd, this month or last."""
+    spans: list[list[str]] = []
+    monday = today - dt.timedelta(days=today.weekday())
+    phrases: list[tuple[str, str | None]] = [(m.group(1) or "", m.group(2)) for m in _REL_EN.finditer(question)]
+    phrases += [(m.group(1) or "", m.group(2)) for m in _REL_ZH.finditer(question)]
+    for phrase, day in phrases:
+        p = phrase.lower()
+        if day:
+            d = int(day)
+            if not 1 <= d <= 31:
+                continue
+            year, month = (today.year, today.month) if d <= today.day else _month_prev(today)
+            spans.append([f"{year:04d}-{month:02d}-{d:02d}"])
+        elif p in ("today", "今天"):
+            spans.append([today.isoformat()])
+        elif p in ("yesterday", "昨天"):
+            spans.append([(today - dt.timedelta(days=1)).isoformat()])
+        elif p in ("day before yesterday", "前天"):
+            spans.append([(today - dt.timedelta(days=2)).isoformat()])
+        elif p in ("this week", "本周", "这周"):
+            spans.append(_iso_days(monday, today))
+        elif p in ("last week", "previous week", "past week", "上周", "上星期", "上个星期"):
+            spans.append(_iso_days(monday - dt.timedelta(days=7), monday - dt.timedelta(days=1)))
+        elif p in ("this month", "本月", "这个月"):
+            spans.append([_month_prefix(today)])
+        elif p in ("last month", "previous month", "past month", "上月", "上个月"):
+            spans.append([_month_prefix(today, 1)])
+        elif p in ("this year", "今年"):
+            spans.append([f"{today.year:04d}-"])
+        elif p in ("last year", "previous year", "past year", "去年"):
+            spans.append([f"{today.year - 1:04d}-"])
+    return [list(g) for g in dict.fromkeys(tuple(g) for g in spans)]
+
+
+def _month_prev(day: dt.date) -> tuple[int, int]:
+    return (day.year, day.month - 1) if day.month > 1 else (day.year - 1, 12)
+
+
+def exact_groups(question: str, today: dt.date | None = None) -> list[list[str]]:
+    """Exact things a question names: each code, part number and date (absolute, or relative to
+    ``today`` when given), and the production line (a group of the spellings documents use for
+    it). A passage matches a group when it contains any of its strings."""
     groups = [[t] for t in [*identifiers(question), *_DATE.findall(question)]]
     if not _DATE.search(question):
         groups.extend(date_groups(question))
+        if today is not None:
+            groups.extend(relative_date_groups(question, today))
     groups.extend(line_spellings(n)[:3] for n in line_mentions(question))
     return groups
 
 
-def exact_terms(question: str) -> list[str]:
+def date_strings(question: str, today: dt.date | None = None) -> list[str]:
+    """The date strings of a question's exact groups (for the substring index: they are not words)."""
+    out = [*_DATE.findall(question)]
+    if not out:
+        out += [t for g in date_groups(question) for t in g]
+        if today is not None:
+            out += [t for g in relative_date_groups(question, today) for t in g]
+    return list(dict.fromkeys(out))
+
+
+def exact_terms(question: str, today: dt.date | None = None) -> list[str]:
     """Every string of every exact group, for the full-text query."""
-    return [t for g in exact_groups(question) for t in g]
+    return [t for g in exact_groups(question, today) for t in g]
 
 
 def exact_match(question: str, passage: Passage) -> bool:
-    """True when the question names at least one code or date and ``passage`` contains every
-    exact group of it (codes, part numbers, dates, the line)."""
-    if not (identifiers(question) or _DATE.search(question) or date_groups(question)):
+    """True when the question names at least one code or calendar date and ``passage`` contains
+    every exact group of it (codes, part numbers, dates, the line).
+
+    Relative dates ("last month") rank log rows but are not evidence here: any log has rows
+    from last month, whatever the question is about.
+    """
+    if not (identifiers(question) or date_strings(question)):
         return False
     blob = f"{passage.title}\n{passage.text}".casefold()
     return all(any(t.casefold() in blob for t in g) for g in exact_groups(question))
 
 
-def exact_counts(question: str, passages: Sequence[Passage]) -> dict[int, int]:
+def exact_counts(question: str, passages: Sequence[Passage], today: dt.date | None = None) -> dict[int, int]:
     """How many of the question's exact groups each passage contains (chunk id to count)."""
-    groups = [[t.casefold() for t in g] for g in exact_groups(question)]
+    groups = [[t.casefold() for t in g] for g in exact_groups(question, today)]
     if not groups:
         return {}
     out = {}
@@ -263,13 +341,58 @@ def exact_counts(question: str, passages: Sequence[Passage]) -> dict[int, int]:
     return out
 
 
-def exact_ranking(question: str, passages: Sequence[Passage]) -> list[int]:
+def exact_ranking(question: str, passages: Sequence[Passage], today: dt.date | None = None) -> list[int]:
     """Chunk ids of passages that contain what the question names exactly, most groups first,
     ties broken by semantic similarity.
 
     Fault codes repeat across machines and values differ per line, so a passage that names
     the code *and* the machine or line must outrank one that only resembles the question.
     """
-    counts = exact_counts(question, passages)
+    counts = exact_counts(question, passages, today)
     scored = sorted((p for p in passages if p.chunk_id in counts), key=lambda p: (-counts[p.chunk_id], -p.score))
     return [p.chunk_id for p in scored]
+
+
+DOC_TYPES = {
+    ".pdf": "pdf",
+    ".xlsx": "spreadsheet",
+    ".xlsm": "spreadsheet",
+    ".csv": "spreadsheet",
+    ".docx": "word",
+    ".md": "wiki",
+    ".markdown": "wiki",
+    ".html": "wiki",
+    ".htm": "wiki",
+    ".txt": "text",
+}
+"""Document type of a file by its extension: what ``doc_type`` filters on."""
+
+
+def doc_type(doc: str) -> str:
+    """'pdf', 'spreadsheet', 'word', 'wiki' or 'text' for a document name (else its extension)."""
+    ext = doc[doc.rfind(".") :].lower() if "." in doc else ""
+    return DOC_TYPES.get(ext, ext.lstrip(".") or "unknown")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a search is restricted to; None means no restriction."""
+
+    line: str | None = None
+    machine: str | None = None
+    doc_type: str | None = None
+    doc: str | None = None
+
+    def allows(self, p: Passage) -> bool:
+        """True when the passage is in scope: its line or plant-wide, naming the machine (in its
+        document name, heading path or text), of the document type, from the document."""
+        if not line_allows(p.line, self.line):
+            return False
+        if self.machine and self.machine.casefold() not in f"{p.doc}\n{p.title}\n{p.text}".casefold():
+            return False
+        if self.doc_type and doc_type(p.doc) != self.doc_type.lower():
+            return False
+        return not (self.doc and p.doc != self.doc)
+
+    def __bool__(self) -> bool:
+        return any((self.line, self.machine, self.doc_type, self.doc))

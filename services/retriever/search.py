@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import NamedTuple
 
 import numpy as np
@@ -9,6 +10,8 @@ import numpy as np
 from schemas.messages import Passage
 from services.retriever.adapters import Index
 from services.retriever.handlers import (
+    Filters,
+    date_strings,
     exact_counts,
     exact_match,
     exact_ranking,
@@ -18,7 +21,6 @@ from services.retriever.handlers import (
     fusion_weights,
     identifiers,
     lexical_terms,
-    line_allows,
     line_mentions,
     line_spellings,
 )
@@ -35,24 +37,43 @@ class SearchResult(NamedTuple):
     exact_match: bool
 
 
-def hybrid_search(index: Index, vector: np.ndarray, question: str, k: int, pool: int, line: str | None = None) -> SearchResult:
+FILTERED_POOL_FACTOR = 4
+"""A filtered search looks at four times as many candidates, since many are filtered out."""
+
+
+def hybrid_search(
+    index: Index,
+    vector: np.ndarray,
+    question: str,
+    k: int,
+    pool: int,
+    line: str | None = None,
+    *,
+    filters: Filters | None = None,
+    today: dt.date | None = None,
+) -> SearchResult:
     """The ``k`` best passages for ``question``, the codes/lines it names that no document contains,
     and whether the best passage contains every code, date and line the question names.
 
-    Candidates come from three rankings of ``pool`` each: FAISS cosine, BM25 over the
-    question's words (Chinese as bigrams), and BM25 over its exact terms (codes, dates,
-    lines). They are ordered first by how many exact terms they contain, then by weighted
-    reciprocal rank fusion. Passage scores are cosine similarities (for the fallback).
+    Candidates come from four rankings of ``pool`` each: FAISS cosine, BM25 over the
+    question's words (Chinese as bigrams), BM25 over its exact terms (codes, dates, lines),
+    and a substring search for its dates (relative ones resolved against ``today``). They
+    are ordered first by how many exact terms they contain, then by weighted reciprocal rank
+    fusion. Only passages ``filters`` allow are returned. Scores are cosine similarities.
     """
+    scope = filters or Filters(line=line)
+    if scope:
+        pool *= FILTERED_POOL_FACTOR
     with index.consistent():
         vec_ids = index.vector_ranking(vector, pool)
         lex_ids = index.lexical_ranking(fts_query(index.informative(lexical_terms(question), MAX_TERM_SHARE)), pool)
-        exact_ids = index.lexical_ranking(fts_query(index.informative(exact_terms(question), MAX_TERM_SHARE)), pool)
-        candidates = index.passages(list(dict.fromkeys([*exact_ids, *vec_ids, *lex_ids])), vector)
+        exact_ids = index.lexical_ranking(fts_query(index.informative(exact_terms(question, today), MAX_TERM_SHARE)), pool)
+        date_ids = index.substring_ranking(date_strings(question, today), pool)
+        candidates = index.passages(list(dict.fromkeys([*exact_ids, *date_ids, *vec_ids, *lex_ids])), vector)
         unknown = [t for t in identifiers(question) if not index.contains(t)]
         unknown += [f"Line {n}" for n in line_mentions(question) if not any(index.contains(sp) for sp in line_spellings(n))]
-    fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates)], fusion_weights(question))
-    exact = exact_counts(question, candidates)
+    fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates, today)], fusion_weights(question))
+    exact = exact_counts(question, candidates, today)
     candidates.sort(key=lambda p: (exact.get(p.chunk_id, 0), fused.get(p.chunk_id, 0.0)), reverse=True)
-    hits = [p for p in candidates if line_allows(p.line, line)][:k]
+    hits = [p for p in candidates if scope.allows(p)][:k]
     return SearchResult(hits, unknown, bool(hits) and exact_match(question, hits[0]))

@@ -100,7 +100,8 @@ def test_two_llm_workers_share_the_questions_and_none_is_answered_twice(tmp_path
         stack.stop()
     assert sorted(a["request_id"] for a in answers) == [f"w{i}" for i in range(len(questions))]
     assert all(a["status"] == "answered" for a in answers), [(a["request_id"], a["status"]) for a in answers]
-    assert by_worker["llm"] and by_worker["llm-2"], by_worker  # both took a share
+    assert by_worker["llm"], by_worker  # both took a share
+    assert by_worker["llm-2"], by_worker
     handled = by_worker["llm"] + by_worker["llm-2"]
     assert sorted(handled) == sorted(f"hmi-line/w{i}" for i in range(len(questions)))  # each exactly once
     assert not stack.errors()

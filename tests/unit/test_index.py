@@ -100,3 +100,43 @@ def test_words_in_most_chunks_are_left_out_of_the_bm25_query(index):
     index.replace("log.csv", "l", "v", _chunks(*texts), _vecs(10, 13))
     assert index.informative(["line", "fault", "E-104", "web"], 0.2) == ["E-104", "web"]
     assert index.informative(["line", "fault"], 0.2) in (["line"], ["fault"])  # the rarest stays
+
+
+def _log(n_days: int) -> list[str]:
+    """A downtime log: one row per day from 2026-09-01, all about the same stop."""
+    import datetime as dt
+
+    start = dt.date(2026, 9, 1)
+    return [f"date: {start + dt.timedelta(days=i)}; line: Line 3; machine: CP-12 capper; cause: cap jam" for i in range(n_days)]
+
+
+def test_relative_dates_rank_the_log_rows_of_that_day_or_month_first(index):
+    import datetime as dt
+
+    rows = _log(90)  # 2026-09-01 .. 2026-11-29
+    index.replace("downtime.csv", "d", "v", _chunks(*rows), _vecs(len(rows), 14))
+    today = dt.date(2026, 11, 24)
+    q = _vecs(1, 15)[0]  # a vector that favours no row in particular
+    yesterday = hybrid_search(index, q, "Why did the Line 3 capper stop yesterday?", 1, 10, today=today).passages
+    assert "2026-11-23" in yesterday[0].text
+    last_month = hybrid_search(index, q, "Capper stops on Line 3 last month?", 4, 10, today=today).passages
+    assert all("2026-10-" in p.text for p in last_month)
+    third = hybrid_search(index, q, "Why did line 3 stop on the 3rd?", 1, 10, today=today).passages
+    assert "2026-11-03" in third[0].text
+    zh = hybrid_search(index, q, "3号线上个月为什么停机？", 2, 10, today=today).passages
+    assert all("2026-10-" in p.text for p in zh)
+    # A relative date is not evidence that the documents answer the question.
+    assert not hybrid_search(index, q, "How many bottles did we sell last month?", 1, 10, today=today).exact_match
+
+
+def test_machine_and_document_type_filters(index):
+    index.replace("faults.xlsx", "f", "v", _chunks("Code: E-104; Machine: LX-300 Labeler; web break"), _vecs(1, 16))
+    index.replace("manual.pdf", "m", "v", _chunks("RF-40 filler: E-104 fill valve feedback timeout"), _vecs(1, 17))
+    q = _vecs(1, 18)[0]
+    from services.retriever.handlers import Filters
+
+    by_machine = hybrid_search(index, q, "What does E-104 mean?", 5, 10, filters=Filters(machine="rf-40")).passages
+    assert [p.doc for p in by_machine] == ["manual.pdf"]
+    by_type = hybrid_search(index, q, "What does E-104 mean?", 5, 10, filters=Filters(doc_type="spreadsheet")).passages
+    assert [p.doc for p in by_type] == ["faults.xlsx"]
+    assert hybrid_search(index, q, "What does E-104 mean?", 5, 10, filters=Filters(doc_type="word")).passages == []

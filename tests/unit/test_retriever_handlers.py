@@ -51,3 +51,37 @@ def test_dates_without_a_year_become_exact_groups():
     assert h.date_groups("What may 3 mean? Round to 3 decimal places.") == []
     assert ["-10-03", "10月3日"] in h.exact_groups("Why did Line 3 stop on 3 October?")
     assert h.date_groups("Line 3 on 2026-10-03") == []
+
+
+def test_relative_dates_resolve_against_today():
+    import datetime as dt
+
+    from services.retriever.handlers import relative_date_groups
+
+    today = dt.date(2026, 11, 24)  # a Tuesday
+    assert relative_date_groups("what stopped yesterday", today) == [["2026-11-23"]]
+    assert relative_date_groups("stops last month", today) == [["2026-10-"]]
+    assert relative_date_groups("stops last month", dt.date(2026, 1, 5)) == [["2025-12-"]]
+    assert relative_date_groups("last week", today) == [[f"2026-11-{d:02d}" for d in range(16, 23)]]
+    assert relative_date_groups("on the 3rd", today) == [["2026-11-03"]]
+    assert relative_date_groups("on the 28th", today) == [["2026-10-28"]]  # the most recent 28th
+    assert relative_date_groups("on the 3rd of October", today) == []  # an absolute date: date_groups handles it
+    assert relative_date_groups("昨天 3号线 为什么停机", today) == [["2026-11-23"]]  # 3号线 is a line, not a day
+    assert relative_date_groups("上个月", today) == [["2026-10-"]]
+    assert relative_date_groups("What is the torque?", today) == []
+
+
+def test_document_types_by_extension():
+    from services.retriever.handlers import doc_type
+
+    assert [doc_type(d) for d in ("a.PDF", "b.xlsx", "c.csv", "d.docx", "e.md", "f.html", "g.txt", "h.bin", "noext")] == [
+        "pdf",
+        "spreadsheet",
+        "spreadsheet",
+        "word",
+        "wiki",
+        "wiki",
+        "text",
+        "bin",
+        "unknown",
+    ]
