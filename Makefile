@@ -4,6 +4,7 @@
 PYTHON ?= python3
 PROFILE ?= default
 PORT ?= 1883
+TLS_PORT ?= 8883
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
@@ -48,12 +49,12 @@ _apt:
 	else echo "Mosquitto is missing. Run: sudo apt-get install -y mosquitto mosquitto-clients"; exit 1; fi
 
 up: venv models mosquitto
-	LINESIDE_LLM_PROFILE=$(PROFILE) $(BIN)/lineside up --port $(PORT) --ingest examples/docs
+	LINESIDE_LLM_PROFILE=$(PROFILE) $(BIN)/lineside up --port $(PORT) --tls-port $(TLS_PORT) --ingest examples/docs
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy schemas services/gateway/handlers.py services/retriever/handlers.py services/llm/handlers.py services/ingest/handlers.py
+	$(BIN)/mypy schemas lineside/security.py services/gateway/handlers.py services/retriever/handlers.py services/llm/handlers.py services/ingest/handlers.py
 
 test: venv mosquitto lint
 	@$(MAKE) -s models PROFILE=default

@@ -23,7 +23,9 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -117,8 +119,15 @@ def main() -> int:
         if args.throughput:
             mix = (questions * (1 + args.throughput // max(1, len(questions))))[: args.throughput]
             for n in CONCURRENCY:
-                sup.procs["llm"].terminate()  # a fresh llm service: empty answer cache
-                sup.procs["llm"].wait(20)
+                llm = sup.procs["llm"]
+                llm.terminate()  # a fresh llm service: empty answer cache
+                try:
+                    llm.wait(30)
+                except subprocess.TimeoutExpired:
+                    llm.send_signal(signal.SIGUSR1)  # its stacks go to llm.log
+                    time.sleep(1.0)
+                    llm.kill()
+                    print(f"llm did not stop within 30 s of SIGTERM; stacks in {sup.logs / 'llm.log'}", flush=True)
                 sup.start_service("llm")
                 asyncio.run(wait_online(conn, SERVICES, 300))
                 time.sleep(2.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -88,6 +89,7 @@ class Bus:
             connect_props = Properties(PacketTypes.CONNECT)
             connect_props.SessionExpiryInterval = SESSION_EXPIRY_S
         self._conn = conn
+        tls = ssl.create_default_context(cafile=conn.mqtt_ca_file) if conn.mqtt_tls else None
         self._client = aiomqtt.Client(
             conn.mqtt_host,
             conn.mqtt_port,
@@ -101,16 +103,17 @@ class Bus:
             properties=connect_props,
             socket_options=[_NODELAY],
             max_queued_incoming_messages=max_queued_incoming or None,
+            tls_context=tls,
         )
 
     async def __aenter__(self) -> Bus:
         try:
             await self._client.__aenter__()
         except aiomqtt.MqttError as exc:
-            raise BusError(
-                f"cannot connect to the MQTT broker at {self._conn.mqtt_host}:{self._conn.mqtt_port}: {exc} "
-                "(set LINESIDE_MQTT_HOST / LINESIDE_MQTT_PORT, or start it with `lineside up`)"
-            ) from exc
+            hint = "(set LINESIDE_MQTT_HOST / LINESIDE_MQTT_PORT, or start it with `lineside up`)"
+            if "authori" in str(exc).lower() or "password" in str(exc).lower():
+                hint = "(check LINESIDE_MQTT_USERNAME and LINESIDE_MQTT_PASSWORD / LINESIDE_MQTT_PASSWORD_FILE)"
+            raise BusError(f"cannot connect to the MQTT broker at {self._conn.mqtt_host}:{self._conn.mqtt_port}: {exc} {hint}") from exc
         try:
             for flt in self._subscriptions:
                 await self._client.subscribe(flt, qos=QOS)

@@ -15,13 +15,26 @@ from lineside.errors import LinesideError
 from lineside.settings import Connection, load
 
 
-def _conn(args: argparse.Namespace) -> Connection:
+def _conn(args: argparse.Namespace, *, as_admin: bool = True) -> Connection:
+    """Connection settings from the environment and the command line.
+
+    On the box itself, with no user name configured, the CLI logs in as ``admin`` with the
+    password file in the data directory (readable only by the user that runs Lineside).
+    """
     overrides: dict[str, Any] = {}
     if getattr(args, "port", None):
         overrides["mqtt_port"] = args.port
     if getattr(args, "data", None):
         overrides["data_dir"] = str(Path(args.data).resolve())
-    return load(Connection, "LINESIDE_", overrides)
+    conn = load(Connection, "LINESIDE_", overrides)
+    if as_admin and conn.mqtt_username is None:
+        from lineside import security
+
+        admin = security.paths(Path(conn.data_dir)).secret(security.ADMIN)
+        if admin.is_file():
+            conn.mqtt_username = security.ADMIN
+            conn.mqtt_password = admin.read_text().strip()
+    return conn
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -34,11 +47,53 @@ def cmd_up(args: argparse.Namespace) -> int:
     elif args.profile:
         os.environ["LINESIDE_LLM_PROFILE"] = args.profile
     return up(
-        _conn(args),
+        _conn(args, as_admin=False),
         external_broker=args.broker == "external",
         ingest_paths=[Path(p) for p in args.ingest or []],
         llm_workers=args.llm_workers,
+        secure=not args.no_auth,
+        tls_port=args.tls_port,
+        hosts=tuple(args.host or ()),
     )
+
+
+def cmd_device(args: argparse.Namespace) -> int:
+    """Add, list or remove device accounts; the running broker reloads them at once."""
+    from lineside import security
+
+    data = Path(_conn(args, as_admin=False).data_dir)
+    if args.device_command == "list":
+        devices = security.list_devices(data)
+        if args.json:
+            print(json.dumps([{"name": d.name, "line": d.line, "can_ingest": d.can_ingest} for d in devices], indent=2))
+            return 0
+        print(f"{'device':32} {'line':12} can ingest")
+        for d in devices:
+            print(f"{d.name:32} {d.line or '(all)':12} {'yes' if d.can_ingest else 'no'}")
+        print(f"{len(devices)} device(s)")
+        return 0
+    if args.device_command == "add":
+        password = security.add_device(data, args.name, line=args.line, can_ingest=args.can_ingest)
+    else:
+        security.remove_device(data, args.name)
+    pid_file = data / "broker" / "mosquitto.pid"
+    reloaded = False
+    if pid_file.is_file():
+        try:
+            security.reload_broker(int(pid_file.read_text()))
+            reloaded = True
+        except (ValueError, LinesideError):
+            pass
+    note = "the running broker has reloaded its accounts" if reloaded else "no broker runs here now: it reads the accounts when it starts"
+    if args.device_command == "add":
+        ca = security.paths(data).certs / "ca.crt"
+        print(f"device {args.name} added{f' (line {args.line})' if args.line else ''}; {note}.")
+        print(f"password (shown once, stored only as a hash): {password}")
+        print(f"connect with TLS, user name and client id {args.name!r}, and trust the CA {ca}")
+        print(f"ask on lineside/v1/ask/{args.name}; answers on lineside/v1/answer/{args.name} (MQTT 5 reply topics under it)")
+    else:
+        print(f"device {args.name} removed; {note}.")
+    return 0
 
 
 def _print_answer(ans: dict[str, Any]) -> None:
@@ -257,7 +312,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--llm-workers", type=int, default=1, metavar="N", help="llm processes sharing the questions (MQTT 5 shared subscription)"
     )
+    p.add_argument(
+        "--tls-port", type=int, default=8883, help="TLS listener for devices (default 8883); --port is the box's own loopback listener"
+    )
+    p.add_argument("--host", action="append", metavar="NAME", help="host name or address devices use for the box (in the TLS certificate)")
+    p.add_argument(
+        "--no-auth", action="store_true", help="development only: anonymous plain MQTT on 127.0.0.1, no TLS listener, no accounts"
+    )
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("device", help="device accounts: add, list, remove")
+    dev = p.add_subparsers(dest="device_command", required=True)
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument("--data", help="data directory (default LINESIDE_DATA_DIR)")
+    q = dev.add_parser("add", parents=[data_dir], help="create a device account and print its password once")
+    q.add_argument("name", help="device name: its user name, client id and topic level (e.g. hmi-3)")
+    q.add_argument("--line", help="the device only ever searches this line's documents (plus plant-wide ones)")
+    q.add_argument("--can-ingest", action="store_true", help="may send documents to the knowledge base")
+    q = dev.add_parser("list", parents=[data_dir], help="registered devices")
+    q.add_argument("--json", action="store_true")
+    q = dev.add_parser("remove", parents=[data_dir], help="delete a device account; it is refused from now on")
+    q.add_argument("name")
+    p.set_defaults(func=cmd_device)
 
     p = sub.add_parser("ask", help="ask a question and print the answer with its sources")
     p.add_argument("question")

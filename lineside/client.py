@@ -29,7 +29,10 @@ while a 50 MiB file is still only 200 messages (each waits for the broker's PUBA
 class Asker:
     """One MQTT 5 connection that asks many questions, each with its own correlation data."""
 
-    def __init__(self, conn: Connection, *, device: str = "cli") -> None:
+    def __init__(self, conn: Connection, *, device: str = "cli", own_topic: bool = False) -> None:
+        """``own_topic``: ask on ``lineside/v1/ask/<device>`` (what a device account may write on a
+        secured box) instead of the shared ``lineside/v1/ask``."""
+        self.ask_topic = topics.ask_device(device) if own_topic else topics.ASK
         self.reply_topic = f"{topics.answer_device(device)}/{uuid.uuid4().hex[:12]}"
         self._bus = Bus(conn, subscriptions=(self.reply_topic, topics.stream_topic(self.reply_topic)))
         self._waiting: dict[bytes, asyncio.Future[tuple[bytes, str | None]]] = {}
@@ -82,7 +85,7 @@ class Asker:
             self._streams[corr] = on_delta
         try:
             await self._bus.publish(
-                topics.ASK,
+                self.ask_topic,
                 payload,
                 response_topic=self.reply_topic,
                 correlation_data=corr,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -12,7 +13,12 @@ import msgspec
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run ``main`` until it returns or SIGTERM/SIGINT cancels it."""
+    """Run ``main`` until it returns or SIGTERM/SIGINT cancels it.
+
+    ``kill -USR1 <pid>`` writes every thread's stack to the service's log (stderr) without
+    stopping it: the first thing to look at when a service seems stuck.
+    """
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     async def _wrapper() -> None:
         task = asyncio.current_task()

@@ -23,6 +23,9 @@ SHARED_ENV = {
     "mqtt_port": "LINESIDE_MQTT_PORT",
     "mqtt_username": "LINESIDE_MQTT_USERNAME",
     "mqtt_password": "LINESIDE_MQTT_PASSWORD",
+    "mqtt_password_file": "LINESIDE_MQTT_PASSWORD_FILE",
+    "mqtt_tls": "LINESIDE_MQTT_TLS",
+    "mqtt_ca_file": "LINESIDE_MQTT_CA_FILE",
     "data_dir": "LINESIDE_DATA_DIR",
 }
 
@@ -46,6 +49,13 @@ class Connection(msgspec.Struct, kw_only=True):
     mqtt_port: Annotated[int, msgspec.Meta(description="Broker TCP port", ge=1, le=65535)] = 1883
     mqtt_username: Annotated[str | None, msgspec.Meta(description="Broker user name, if the broker requires one")] = None
     mqtt_password: Annotated[str | None, msgspec.Meta(description="Broker password (environment or file only)")] = None
+    mqtt_password_file: Annotated[
+        str | None, msgspec.Meta(description="File holding the broker password (used when no password is set)")
+    ] = None
+    mqtt_tls: Annotated[bool, msgspec.Meta(description="Connect with TLS (the broker's TLS listener)")] = False
+    mqtt_ca_file: Annotated[
+        str | None, msgspec.Meta(description="CA certificate that signed the broker's certificate (default: the system CAs)")
+    ] = None
     data_dir: Annotated[str, msgspec.Meta(description="Directory for the index, broker state and logs")] = msgspec.field(
         default_factory=default_data_dir
     )
@@ -60,6 +70,20 @@ def load(cls: type[T], prefix: str, overrides: dict[str, Any] | None = None) -> 
             raw[name] = os.environ[env]
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
-        return msgspec.convert(raw, cls, strict=False)
+        settings = msgspec.convert(raw, cls, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"bad setting: {exc} (environment prefix {prefix})") from exc
+    if isinstance(settings, Connection) and settings.mqtt_password is None and settings.mqtt_password_file:
+        settings.mqtt_password = read_password(settings.mqtt_password_file)
+    return settings
+
+
+def read_password(path: str) -> str:
+    """A password from a file (surrounding whitespace dropped), or a ConfigError naming the file."""
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the broker password file {path}: {exc.strerror}") from exc
+    if not value:
+        raise ConfigError(f"the broker password file {path} is empty")
+    return value

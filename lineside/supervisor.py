@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from lineside import broker
+import msgspec
+
+from lineside import broker, security
 from lineside.client import ingest, wait_online
 from lineside.errors import BrokerError, LinesideError
 from lineside.settings import Connection
@@ -33,12 +35,26 @@ def _raise_stop(*_: object) -> None:
 class Supervisor:
     """Owns the child processes and their logs."""
 
-    def __init__(self, conn: Connection, *, external_broker: bool, services: tuple[str, ...] = SERVICES) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        external_broker: bool,
+        services: tuple[str, ...] = SERVICES,
+        secure: bool = False,
+        tls_port: int | None = None,
+        hosts: tuple[str, ...] = (),
+    ) -> None:
         self.conn = conn
         self.data = Path(conn.data_dir)
         self.logs = self.data / "logs"
         self.external = external_broker
         self.services = services
+        self.secure = secure
+        """Accounts, ACL and TLS (brokers/secure.conf): ``conn.mqtt_port`` is then the loopback
+        listener of the services and the CLI (still with passwords), ``tls_port`` the devices' one."""
+        self.tls_port = tls_port
+        self.hosts = hosts
         self.broker: subprocess.Popen[bytes] | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.deaths: dict[str, list[float]] = {s: [] for s in services}
@@ -68,13 +84,39 @@ class Supervisor:
         env = self.env()
         if name != module:
             env[f"LINESIDE_{module.upper()}_CLIENT_ID"] = f"lineside-{name}"
+        if self.secure:
+            env.pop("LINESIDE_MQTT_PASSWORD", None)
+            env["LINESIDE_MQTT_USERNAME"] = module
+            env["LINESIDE_MQTT_PASSWORD_FILE"] = str(security.paths(self.data).secret(module))
+            if module == "llm":
+                env["LINESIDE_LLM_SHARE_GROUP"] = security.share_group(self.data)
         with (self.logs / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
             self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{module}"], env=env, stdout=log, stderr=log)
+
+    def client_conn(self) -> Connection:
+        """How the supervisor's own clients (readiness, ingest) connect: as ``admin`` when secure."""
+        if not self.secure:
+            return self.conn
+        return msgspec.structs.replace(
+            self.conn, mqtt_username=security.ADMIN, mqtt_password=security.read_secret(self.data, security.ADMIN)
+        )
+
+    @property
+    def pid_file(self) -> Path:
+        """Where the running broker's pid is kept, for `lineside device` to make it reload its accounts."""
+        return self.data / "broker" / "mosquitto.pid"
 
     def start(self) -> None:
         """Start the broker (unless external) and every service."""
         self.logs.mkdir(parents=True, exist_ok=True)
-        if not self.external:
+        if not self.external and self.secure:
+            if self.tls_port is None:
+                raise BrokerError("a secure broker needs a TLS port (--tls-port)")
+            self.broker = security.start_secure_broker(
+                self.data, self.tls_port, local_port=self.conn.mqtt_port, hosts=self.hosts, log_path=self.logs / "mosquitto.log"
+            )
+            self.pid_file.write_text(str(self.broker.pid))
+        elif not self.external:
             self.broker = broker.start(self.conn.mqtt_port, self.data / "broker", log_path=self.logs / "mosquitto.log")
         elif broker.port_free(self.conn.mqtt_host, self.conn.mqtt_port):
             raise BrokerError(
@@ -114,6 +156,7 @@ class Supervisor:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        self.pid_file.unlink(missing_ok=True)
         if self.broker is not None and self.broker.poll() is None:
             self.broker.terminate()
             try:
@@ -127,19 +170,50 @@ def service_names(llm_workers: int = 1) -> tuple[str, ...]:
     return (*SERVICES, *(f"llm-{i}" for i in range(2, llm_workers + 1)))
 
 
-def up(conn: Connection, *, external_broker: bool, ingest_paths: list[Path], llm_workers: int = 1) -> int:
+def _ask_hint(sup: Supervisor, conn: Connection, password: str | None) -> str:
+    """How to ask a first question on this box, printed by `lineside up`."""
+    question = "What does E-104 mean on the RF-40 filler?"
+    if not sup.secure:
+        return (
+            f'  mosquitto_rr -h {conn.mqtt_host} -p {conn.mqtt_port} -t lineside/v1/ask -e lineside/v1/answer/demo/1 -m "{question}"\n'
+            f'  LINESIDE_MQTT_PORT={conn.mqtt_port} .venv/bin/lineside ask "{question}"\n'
+        )
+    ca = security.paths(sup.data).certs / "ca.crt"
+    lines = [f'  LINESIDE_MQTT_PORT={conn.mqtt_port} .venv/bin/lineside ask "{question}"   # on this box, as admin']
+    if password is not None:
+        lines.append(
+            f"  mosquitto_rr -h 127.0.0.1 -p {sup.tls_port} --cafile {ca} -u demo -P '{password}' -i demo \\\n"
+            f'      -t lineside/v1/ask/demo -e lineside/v1/answer/demo/1 -m "{question}"   # a device over TLS (the demo device)'
+        )
+    lines.append(f"  Devices: `lineside device add NAME [--line L]` prints a device's password once; give it {ca} to trust the broker.")
+    return "\n".join(lines) + "\n"
+
+
+def up(
+    conn: Connection,
+    *,
+    external_broker: bool,
+    ingest_paths: list[Path],
+    llm_workers: int = 1,
+    secure: bool = False,
+    tls_port: int | None = None,
+    hosts: tuple[str, ...] = (),
+) -> int:
     """Run everything until SIGINT/SIGTERM."""
     signal.signal(signal.SIGTERM, _raise_stop)
     names = service_names(llm_workers)
-    sup = Supervisor(conn, external_broker=external_broker, services=names)
+    sup = Supervisor(conn, external_broker=external_broker, services=names, secure=secure, tls_port=tls_port, hosts=hosts)
     try:
+        demo = security.demo_device(sup.data) if secure else None  # before the broker reads its password file
         sup.start()
+        client = sup.client_conn()
+        where = f"{conn.mqtt_host}:{conn.mqtt_port}" + (f" (local, with passwords) and TLS on port {tls_port}" if secure else "")
         print(
-            f"broker: {'external' if external_broker else 'mosquitto'} on {conn.mqtt_host}:{conn.mqtt_port}; data in {sup.data}; logs in {sup.logs}",
+            f"broker: {'external' if external_broker else 'mosquitto'} on {where}; data in {sup.data}; logs in {sup.logs}",
             flush=True,
         )
         print("starting services (loading models)...", flush=True)
-        online = asyncio.run(wait_online(conn, names, START_TIMEOUT_S))
+        online = asyncio.run(wait_online(client, names, START_TIMEOUT_S))
         missing = set(names) - online
         if missing:
             for name in sorted(missing):
@@ -152,18 +226,11 @@ def up(conn: Connection, *, external_broker: bool, ingest_paths: list[Path], llm
                 for path in ingest_paths
                 for p in (sorted(x for x in path.rglob("*") if x.is_file() and x.suffix != ".jsonl") if path.is_dir() else [path])
             ]
-            results = asyncio.run(ingest(conn, files, wait=True))
+            results = asyncio.run(ingest(client, files, wait=True))
             for name, ev in sorted(results.items()):
                 detail = f"{ev.get('chunks', 0)} chunks" if ev["stage"] != "failed" else ev.get("reason", "")
                 print(f"  {ev['stage']:9} {name}: {detail}", flush=True)
-        port = conn.mqtt_port
-        print(
-            "\nAsk a question:\n"
-            f'  mosquitto_rr -h {conn.mqtt_host} -p {port} -t lineside/v1/ask -e lineside/v1/answer/demo/1 -m "What does E-104 mean on the RF-40 filler?"\n'
-            f'  LINESIDE_MQTT_PORT={port} .venv/bin/lineside ask "What does E-104 mean on the RF-40 filler?"\n'
-            "Press Ctrl-C to stop.",
-            flush=True,
-        )
+        print("\nAsk a question:\n" + _ask_hint(sup, conn, demo) + "Press Ctrl-C to stop.", flush=True)
         while True:
             time.sleep(1.0)
             for note in sup.check():

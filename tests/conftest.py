@@ -81,12 +81,24 @@ class Stack(Supervisor):
         return out
 
 
-def start_stack(data: Path, docs: list[Path], env: dict[str, str] | None = None, services: tuple[str, ...] = SERVICES) -> Stack:
-    """Broker and the services (the four, or ``services``) on a free port, documents ingested, everything online."""
+def start_stack(
+    data: Path,
+    docs: list[Path],
+    env: dict[str, str] | None = None,
+    services: tuple[str, ...] = SERVICES,
+    *,
+    secure: bool = False,
+) -> Stack:
+    """Broker and the services (the four, or ``services``) on a free port, documents ingested, everything online.
+
+    ``secure``: the plant profile (brokers/secure.conf): accounts, ACL, a TLS listener on
+    ``stack.tls_port``; the test's own clients use ``stack.client_conn()`` (admin).
+    """
     conn = Connection(mqtt_host="127.0.0.1", mqtt_port=broker_mod.free_port(), data_dir=str(data))
-    stack = Stack(conn, external_broker=False, services=services)
+    stack = Stack(conn, external_broker=False, services=services, secure=secure, tls_port=broker_mod.free_port() if secure else None)
     stack.extra_env = dict(env or {})
     stack.start()
+    conn = stack.client_conn()
     online = asyncio.run(wait_online(conn, services, 240))
     if online != set(services):
         stack.stop()

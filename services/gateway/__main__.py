@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import msgspec
 import structlog
@@ -16,6 +17,7 @@ from schemas import codec, topics
 from schemas.codec import BadRequest
 from schemas.messages import (
     Answer,
+    AskRequest,
     GatewayInbox,
     GenerateDelta,
     GenerateReply,
@@ -25,7 +27,17 @@ from schemas.messages import (
     StreamDelta,
 )
 from services.gateway import handlers as h
+from services.gateway.devices import DeviceLines
 from services.gateway.settings import GatewaySettings
+
+
+def request_id_quietly(m: Inbound) -> str:
+    """The request id of a question that is refused before it is handled (best effort)."""
+    try:
+        req: AskRequest | None = codec.decode_ask(m.payload, m.content_type)
+    except BadRequest as exc:
+        return exc.request_id or h.request_id_of(None, m.correlation_data)
+    return h.request_id_of(req, m.correlation_data)
 
 
 async def main() -> None:
@@ -38,6 +50,8 @@ async def main() -> None:
     streams: dict[str, tuple[h.Route, str, list[int]]] = {}
     """Streamed requests in flight: internal key -> (route, device request id, [pieces sent])."""
     counters = Counters()
+    limiter = h.RateLimiter(s.rate_per_minute, s.rate_burst) if s.rate_per_minute > 0 else None
+    devices = DeviceLines(Path(s.accounts_file) if s.accounts_file else Path(s.data_dir) / "security" / "accounts.json")
 
     async def call(bus: Bus, topic: str, msg: RetrieveRequest | GenerateRequest, wait_s: float) -> RetrieveReply | GenerateReply:
         fut: asyncio.Future[RetrieveReply | GenerateReply] = asyncio.get_running_loop().create_future()
@@ -77,6 +91,13 @@ async def main() -> None:
             return h.rejected(exc.request_id or h.request_id_of(None, m.correlation_data), exc.code, exc.message, ms())
         rid = h.request_id_of(req, m.correlation_data)
         structlog.contextvars.bind_contextvars(request_id=rid, device=route.device)
+        if route.refused:
+            return h.rejected(rid, "reply_topic_not_allowed", route.refused, ms())
+        line = req.line
+        if route.verified and route.device:
+            line, refusal = h.line_scope(req.line, devices.line_of(route.device))
+            if refusal:
+                return h.rejected(rid, "line_not_allowed", refusal, ms())
         key = f"{route.device or '-'}/{rid}"
         if key in pending:
             return h.rejected(rid, "duplicate_request", f"request {rid} is already being answered", ms())
@@ -90,7 +111,7 @@ async def main() -> None:
                     question=req.question,
                     reply_to=inbox,
                     top_k=s.top_k,
-                    line=req.line,
+                    line=line,
                     machine=req.machine,
                     doc_type=req.doc_type,
                 ),
@@ -170,6 +191,25 @@ async def main() -> None:
                     fut = pending.get(reply.request_id)
                     if fut is not None and not fut.done():
                         fut.set_result(reply)
+                    continue
+                route = h.route_of(m.topic, m.response_topic, m.correlation_data, m.content_type)
+                # Devices are limited on their own ask topic (the ACL lets only them write it); the shared
+                # ask topic is, on a secured box, written only by the operator's tools.
+                device = route.device if route.verified else None
+                if limiter is not None and device is not None and not limiter.allow(device, time.monotonic()):
+                    counters.inc("rate_limited")
+                    log.warning("rate_limited", topic=m.topic, device=route.device)
+                    await send(
+                        bus,
+                        route,
+                        h.failed(
+                            request_id_quietly(m),
+                            "busy",
+                            "rate_limited",
+                            f"this device asks faster than {s.rate_per_minute:g} questions a minute; wait and ask again",
+                            0.0,
+                        ),
+                    )
                     continue
                 try:
                     asks.put_nowait(m)

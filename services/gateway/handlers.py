@@ -22,18 +22,32 @@ class Route:
     correlation_data: bytes | None
     msgpack: bool
     device: str | None
+    verified: bool = False
+    """The device is known from the topic it published on (``ask/<device>``), which the broker's ACL
+    lets only that device write; on the shared ``ask`` topic it is only what the reply topic claims."""
+    refused: str | None = None
+    """Why the question's Response Topic was not used (it points outside the device's own answers)."""
 
 
 def route_of(topic: str, response_topic: str | None, correlation_data: bytes | None, content_type: str | None) -> Route:
-    """MQTT 5 Response Topic wins; otherwise a 3.1.1 device's own answer topic; otherwise nowhere."""
+    """MQTT 5 Response Topic wins; otherwise a 3.1.1 device's own answer topic; otherwise nowhere.
+
+    A question on a device's own ask topic is never answered outside that device's answer tree:
+    a foreign Response Topic is refused and the refusal goes to the device's own topic.
+    """
     device = topics.device_of_ask(topic)
+    msgpack = content_type == codec.MSGPACK
+    refusal = reply_topic_refusal(topic, response_topic)
+    if refusal is not None and device is not None:
+        return Route(topics.answer_device(device), correlation_data, msgpack, device, verified=True, refused=refusal)
     reply: str | None = None
+    verified = device is not None
     if response_topic and topics.is_valid_publish_topic(response_topic):
         reply = response_topic
         device = device or topics.device_of_reply_topic(response_topic)
     elif device:
         reply = topics.answer_device(device)
-    return Route(reply_topic=reply, correlation_data=correlation_data, msgpack=content_type == codec.MSGPACK, device=device)
+    return Route(reply_topic=reply, correlation_data=correlation_data, msgpack=msgpack, device=device, verified=verified)
 
 
 def request_id_of(req: AskRequest | None, correlation_data: bytes | None) -> str:
@@ -185,3 +199,65 @@ def compose(request_id: str, text: str, passages: Sequence[Passage], model: str,
         for k in order
     ]
     return Answer(request_id=request_id, status="answered", answer=text, sources=sources, model=model, latency_ms=latency_ms)
+
+
+def reply_topic_refusal(topic: str, response_topic: str | None) -> str | None:
+    """Why a question on a device's own ask topic may not be answered where it asks, or None.
+
+    A device asking on ``lineside/v1/ask/<device>`` gets answers only under its own
+    ``lineside/v1/answer/<device>``: otherwise it could make the gateway publish into another
+    device's answers, or into any topic the gateway may write.
+    """
+    device = topics.device_of_ask(topic)
+    if device is None or not response_topic:
+        return None
+    own = topics.answer_device(device)
+    if response_topic == own or response_topic.startswith(own + "/"):
+        return None
+    return f"device {device} may only receive answers under {own}/, not on {response_topic}"
+
+
+def line_scope(requested: str | None, allowed: str | None) -> tuple[str | None, str | None]:
+    """The line a device's search is scoped to, and an error when it asked for another one.
+
+    A device registered with a line always searches that line (plus plant-wide documents);
+    asking for a different line is refused rather than silently widened or narrowed.
+    """
+    if allowed is None:
+        return requested, None
+    if requested is not None and normalise_line(requested) != normalise_line(allowed):
+        return None, f"this device may only ask about {allowed}, not {requested}"
+    return allowed, None
+
+
+def normalise_line(value: str) -> str:
+    """'Line 3', 'line3', 'L3' and '3' all name line 3 (as the retriever reads them)."""
+    v = value.strip().lower().replace(" ", "")
+    for prefix in ("line", "l"):
+        if v.startswith(prefix) and v[len(prefix) :].isdigit():
+            return v[len(prefix) :]
+    return v
+
+
+class RateLimiter:
+    """A token bucket per device: ``burst`` questions at once, refilled at ``per_minute``.
+
+    A device that floods gets ``busy`` at once and the others are still answered. Buckets of
+    devices not heard from are forgotten past ``max_devices`` (oldest first).
+    """
+
+    def __init__(self, per_minute: float, burst: int, max_devices: int = 10_000) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self.max_devices = max_devices
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, device: str, now: float) -> bool:
+        """Take one token for ``device`` at time ``now`` (seconds); False when it has none left."""
+        tokens, last = self._buckets.pop(device, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        ok = tokens >= 1.0
+        self._buckets[device] = (tokens - 1.0 if ok else tokens, now)
+        while len(self._buckets) > self.max_devices:
+            del self._buckets[next(iter(self._buckets))]
+        return ok

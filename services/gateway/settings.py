@@ -33,3 +33,13 @@ class GatewaySettings(Connection, kw_only=True):
     generate_timeout_s: Annotated[float, msgspec.Meta(description="How long to wait for the LLM, queueing included", gt=0)] = 120.0
     workers: Annotated[int, msgspec.Meta(description="Questions handled concurrently (each mostly waits on the LLM)", ge=1)] = 32
     max_waiting: Annotated[int, msgspec.Meta(description="Questions waiting for a worker before new ones get 'busy'", ge=1)] = 256
+    rate_per_minute: Annotated[
+        float, msgspec.Meta(description="Questions per minute one device may ask on average (0: no limit)", ge=0)
+    ] = 30.0
+    rate_burst: Annotated[int, msgspec.Meta(description="Questions one device may ask at once before the rate applies", ge=1)] = 10
+    accounts_file: Annotated[
+        str,
+        msgspec.Meta(
+            description="Device registry written by `lineside device` (devices' lines); default <data dir>/security/accounts.json"
+        ),
+    ] = ""

@@ -67,3 +67,58 @@ def test_uncited_answer_lists_every_given_passage():
 def test_snippets_are_short():
     long = Passage(chunk_id=1, doc="d", doc_id="d", locator="page 1", text="word " * 500, score=0.9)
     assert len(h.compose("r", "x [1]", [long], "m", 1).sources[0].snippet) <= h.SNIPPET_CHARS
+
+
+def test_a_device_is_answered_only_under_its_own_answer_tree():
+    own = h.route_of("lineside/v1/ask/hmi-3", "lineside/v1/answer/hmi-3/req", b"c", None)
+    assert own.reply_topic == "lineside/v1/answer/hmi-3/req"
+    assert own.verified
+    assert own.refused is None
+    foreign = h.route_of("lineside/v1/ask/hmi-3", "lineside/v1/answer/plc-7/x", b"c", None)
+    assert foreign.reply_topic == "lineside/v1/answer/hmi-3"  # the refusal goes to the asker, not to plc-7
+    assert "plc-7" in foreign.refused
+    internal = h.route_of("lineside/v1/ask/hmi-3", "lineside/v1/internal/llm/generate", None, None)
+    assert internal.refused
+    shared = h.route_of("lineside/v1/ask", "lineside/v1/answer/hmi-3/x", None, None)
+    assert shared.device == "hmi-3"
+    assert not shared.verified  # only claimed by the reply topic
+
+
+def test_a_device_registered_with_a_line_searches_that_line_only():
+    assert h.line_scope(None, "Line 3") == ("Line 3", None)
+    assert h.line_scope("L3", "Line 3") == ("Line 3", None)
+    line, refusal = h.line_scope("Line 2", "Line 3")
+    assert line is None
+    assert "Line 3" in refusal
+    assert h.line_scope("Line 2", None) == ("Line 2", None)  # unrestricted device
+
+
+def test_rate_limiter_lets_a_burst_through_then_refills():
+    lim = h.RateLimiter(per_minute=60, burst=3)
+    assert [lim.allow("hmi", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert lim.allow("other", 0.0)  # one device's flood does not touch another's bucket
+    assert not lim.allow("hmi", 0.5)
+    assert lim.allow("hmi", 1.6)  # one token a second
+    small = h.RateLimiter(per_minute=60, burst=1, max_devices=2)
+    for d in ("a", "b", "c"):
+        small.allow(d, 0.0)
+    assert len(small._buckets) == 2
+
+
+def test_device_registry_is_reread_when_it_changes(tmp_path):
+    import json
+    import os
+
+    from services.gateway.devices import DeviceLines
+
+    path = tmp_path / "accounts.json"
+    reg = DeviceLines(path)
+    assert reg.line_of("hmi-3") is None  # no registry yet
+    path.write_text(json.dumps({"accounts": [{"name": "hmi-3", "kind": "device", "line": "Line 3"}]}))
+    assert reg.line_of("hmi-3") == "Line 3"
+    path.write_text(json.dumps({"accounts": [{"name": "hmi-3", "kind": "device", "line": "Line 2"}, {"name": "x", "kind": "device"}]}))
+    os.utime(path, ns=(1, 10**18))
+    assert reg.line_of("hmi-3") == "Line 2"
+    path.write_text("{half written")
+    os.utime(path, ns=(1, 2 * 10**18))
+    assert reg.line_of("hmi-3") == "Line 2"  # keeps the last good registry
