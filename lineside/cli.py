@@ -96,14 +96,18 @@ def cmd_device(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_answer(ans: dict[str, Any]) -> None:
+def _print_answer(ans: dict[str, Any], *, text_shown: bool = False) -> None:
+    """The answer, its sources and how it was made; ``text_shown``: the streamed text already is the answer."""
     status = ans.get("status")
     if status in ("answered", "fallback"):
-        print(ans.get("answer", ""))
+        if not (text_shown and status == "answered"):
+            print(ans.get("answer", ""))
         for i, s in enumerate(ans.get("sources", []), 1):
             print(f"  [{i}] {s['doc']}, {s['locator']} (score {s['score']:.2f})")
         if ans.get("latency_ms"):
-            print(f"  ({status}, {ans['latency_ms'] / 1000:.1f} s{', ' + ans['model'] if ans.get('model') else ''})")
+            how = [status, *(["cached"] if ans.get("cached") else []), f"{ans['latency_ms'] / 1000:.1f} s"]
+            how += [ans["model"]] if ans.get("model") else []
+            print(f"  ({', '.join(how)})")
     else:
         err = ans.get("error") or {}
         print(f"{status}: {err.get('message', '')} [{err.get('code', '')}]", file=sys.stderr)
@@ -121,9 +125,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
     def show(delta: dict[str, Any]) -> None:
         if delta.get("delta"):
             streamed.append(delta["delta"])
-            print(delta["delta"], end="", file=sys.stderr, flush=True)
+            print(delta["delta"], end="", flush=True)
         if delta.get("final") and streamed:
-            print(file=sys.stderr, flush=True)
+            print(flush=True)
 
     on_delta = show if args.stream and not args.json else None
     try:
@@ -134,7 +138,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(ans, ensure_ascii=False, indent=2))
     else:
-        _print_answer(ans)
+        _print_answer(ans, text_shown=bool(streamed))
     return 0 if ans.get("status") in ("answered", "fallback") else 1
 
 
@@ -340,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the raw answer object")
     p.add_argument("--line", help="only this line's documents (plus plant-wide ones)")
     p.add_argument("--device", default="cli", help="device name used for the reply topic")
-    p.add_argument("--stream", action="store_true", help="show the answer on stderr as it is generated, then the final answer")
+    p.add_argument("--stream", action="store_true", help="print the answer as it is generated, then its sources")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer")
     p.set_defaults(func=cmd_ask)
 

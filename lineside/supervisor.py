@@ -15,7 +15,7 @@ import msgspec
 from lineside import broker, security
 from lineside.client import ingest, wait_online
 from lineside.errors import BrokerError, LinesideError
-from lineside.settings import Connection
+from lineside.settings import Connection, default_data_dir
 
 SERVICES = ("retriever", "llm", "ingest", "gateway")
 START_TIMEOUT_S = 300.0
@@ -172,14 +172,17 @@ def service_names(llm_workers: int = 1) -> tuple[str, ...]:
 
 def _ask_hint(sup: Supervisor, conn: Connection, password: str | None) -> str:
     """How to ask a first question on this box, printed by `lineside up`."""
-    question = "What does E-104 mean on the RF-40 filler?"
+    question = "What does fault P-22 mean on the PX-200 press?"  # answered from examples/docs
+    env = f"LINESIDE_MQTT_PORT={conn.mqtt_port}"
+    if Path(conn.data_dir).resolve() != Path(default_data_dir()).resolve():
+        env += f" LINESIDE_DATA_DIR={conn.data_dir}"
     if not sup.secure:
         return (
             f'  mosquitto_rr -h {conn.mqtt_host} -p {conn.mqtt_port} -t lineside/v1/ask -e lineside/v1/answer/demo/1 -m "{question}"\n'
-            f'  LINESIDE_MQTT_PORT={conn.mqtt_port} .venv/bin/lineside ask "{question}"\n'
+            f'  {env} .venv/bin/lineside ask "{question}"\n'
         )
     ca = security.paths(sup.data).certs / "ca.crt"
-    lines = [f'  LINESIDE_MQTT_PORT={conn.mqtt_port} .venv/bin/lineside ask "{question}"   # on this box, as admin']
+    lines = [f'  {env} .venv/bin/lineside ask "{question}"   # on this box, as admin']
     if password is not None:
         lines.append(
             f"  mosquitto_rr -h 127.0.0.1 -p {sup.tls_port} --cafile {ca} -u demo -P '{password}' -i demo \\\n"

@@ -167,6 +167,11 @@ def fts_query(terms: Sequence[str]) -> str:
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
+def fts_all_query(groups: Sequence[Sequence[str]]) -> str:
+    """An FTS5 MATCH expression for passages with something of every group: (a OR b) AND (c)."""
+    return " AND ".join("(" + fts_query(g) + ")" for g in groups if g)
+
+
 def identifiers(question: str) -> list[str]:
     """Specific names a question depends on: codes and part numbers such as E-104, HP-4471-B, Q31."""
     return list(dict.fromkeys(m.group(0) for m in _CODE.finditer(question) if len(m.group(0)) >= 3))

@@ -140,3 +140,21 @@ def test_machine_and_document_type_filters(index):
     by_type = hybrid_search(index, q, "What does E-104 mean?", 5, 10, filters=Filters(doc_type="spreadsheet")).passages
     assert [p.doc for p in by_type] == ["faults.xlsx"]
     assert hybrid_search(index, q, "What does E-104 mean?", 5, 10, filters=Filters(doc_type="word")).passages == []
+
+
+def test_an_index_saved_by_an_older_version_is_rebuilt_in_the_current_type(tmp_path):
+    import faiss
+
+    idx = Index(tmp_path / "index")
+    vecs = _vecs(3, 19)
+    idx.replace("a.csv", "a", "v1", _chunks("one", "two", "three"), vecs)
+    idx.close()
+    old = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))  # what earlier versions saved
+    old.add_with_ids(vecs, np.array([1, 2, 3], dtype=np.int64))
+    faiss.write_index(old, str(tmp_path / "index" / "vectors.faiss"))
+    again = Index(tmp_path / "index")
+    try:
+        assert Index._is_current(again._vectors)
+        assert again.passages(again.vector_ranking(vecs[2], 1), vecs[2])[0].text == "three"
+    finally:
+        again.close()

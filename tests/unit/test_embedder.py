@@ -1,0 +1,17 @@
+"""The question embedding takes a short path through the model; it must give the batch path's vectors."""
+
+import numpy as np
+
+from services.retriever.adapters import MiniLM
+
+
+def test_one_question_embeds_exactly_as_in_a_batch():
+    model = MiniLM(threads=2)
+    questions = ["What does E-104 mean on the RF-40 filler?", "液压站 HU-3 的回油滤芯多久更换一次？", "torque"]
+    one_by_one = np.vstack([model.embed([q]) for q in questions])
+    batch = model.embed(questions)
+    assert one_by_one.shape == (3, 384)
+    assert one_by_one.dtype == np.float32
+    np.testing.assert_allclose(one_by_one, batch, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(one_by_one, axis=1), 1.0, atol=1e-5)
+    assert float(one_by_one[0] @ one_by_one[2]) < 0.99  # different questions, different vectors
