@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import time
 
@@ -17,7 +18,7 @@ from lineside.settings import load
 from schemas import codec, topics
 from schemas.messages import GenerateDelta, GenerateReply, GenerateRequest, LlmInbox
 from services.llm.adapters import ChatModel, Generation, LlamaCpp
-from services.llm.handlers import AnswerCache, Cached, build_messages, extract, focus, pack
+from services.llm.handlers import AnswerCache, Cached, build_messages, extract, focus, pack, with_evidence
 from services.llm.models import EXTRACTIVE, resolve
 from services.llm.settings import LlmSettings
 
@@ -120,6 +121,8 @@ async def main() -> None:
                 else:
                     gen = await run_model(bus, req, messages)
                     cache.put(key, Cached(gen.text, gen.prompt_tokens, gen.completion_tokens))
+                if settings.quote_evidence:  # an "I don't know" stays one: the gateway falls back on it
+                    gen = dataclasses.replace(gen, text=with_evidence(gen.text, req.question, [focused[i] for i in used]))
             rep = GenerateReply(
                 request_id=req.request_id,
                 text=gen.text,

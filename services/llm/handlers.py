@@ -114,14 +114,31 @@ EXTRACT_LINES = 3
 """Lines of the best passage quoted by the extractive mode: enough for a fault-table row or a setting."""
 
 
-def extract(question: str, passages: Sequence[Passage]) -> str:
+def extract(question: str, passages: Sequence[Passage], *, cite: bool = True) -> str:
     """The extractive answer (no model): the best passage's lines that match the question, quoted,
-    cited as [1]. ``passages`` are in the order the prompt would number them: best first."""
+    cited as [1] when ``cite``. ``passages`` are in the order the prompt would number them: best first."""
     if not passages:
         return ""
     best = focus(question, passages[0].text, keep=EXTRACT_LINES).strip()
     quoted = " / ".join(" ".join(line.split()) for line in best.splitlines() if line.strip())
-    return f"\u201c{quoted}\u201d [1]"
+    if len(quoted) > QUOTE_CHARS:
+        quoted = quoted[: QUOTE_CHARS - 1] + "\u2026"
+    return f"\u201c{quoted}\u201d" + (" [1]" if cite else "")
+
+
+QUOTE_CHARS = 400
+"""A quote stays readable on a handheld: a table row or two, not a page."""
+
+
+def with_evidence(answer: str, question: str, passages: Sequence[Passage]) -> str:
+    """The model's answer followed by the best passage's matching lines, quoted, as the source says them.
+
+    A 0.5B model often paraphrases ("overloaded" for "drive overload") or takes a value from
+    the neighbouring row; the quoted lines let the technician check the value against the
+    document's own words.
+    """
+    quote = extract(question, passages, cite=False)
+    return f"{answer}\n{quote}" if quote and answer.strip() else answer
 
 
 @dataclass(frozen=True)

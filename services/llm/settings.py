@@ -46,3 +46,7 @@ class LlmSettings(Connection, kw_only=True):
             "(empty: every worker gets every question)"
         ),
     ] = "llm"
+    quote_evidence: Annotated[
+        bool,
+        msgspec.Meta(description="Follow each generated answer with the best passage's matching lines, quoted (what the source says)"),
+    ] = True

@@ -12,12 +12,13 @@ from tests.conftest import CORPUS, start_stack
 
 pytestmark = [pytest.mark.corpus, pytest.mark.e2e]
 
-PASS_RATE = 0.40
+PASS_RATE = 0.65
 """A regression floor, not the goal. The question-path issue asks for 80%; with the default
-0.5B model this system measures 52% (27/52) on this machine, deterministic under greedy
-decoding: retrieval finds an expected source in the top 3 for 40 of 41 answerable questions,
-and 10 of 11 out-of-scope questions fall back, but the model misreads or paraphrases facts.
-Raise this floor as generation improves; see README "Measured"."""
+0.5B model this system measures 71% (37/52) on this machine, deterministic under greedy
+decoding (52% before answers were followed by the quoted source lines): retrieval finds an
+expected source in the top 3 for 40 of 41 answerable questions and 10 of 11 out-of-scope
+questions fall back, but the model misreads or paraphrases facts and the quoted lines are
+sometimes the wrong ones. Raise this floor as generation improves; see README "Measured"."""
 
 
 @pytest.mark.timeout(1800)

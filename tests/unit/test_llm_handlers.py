@@ -81,3 +81,16 @@ def test_answer_cache_keys_on_the_whole_prompt_and_drops_the_least_recently_used
     off = h.AnswerCache(size=0)
     off.put("a", h.Cached("A", 1, 1))
     assert off.get("a") is None
+
+
+def test_a_generated_answer_is_followed_by_the_source_lines_it_rests_on():
+    out = h.with_evidence("The gearbox torque arm bolt takes 79 N·m.", "Torque for the gearbox torque arm bolt?", [_p(TABLE)])
+    answer, quote = out.split("\n")
+    assert answer == "The gearbox torque arm bolt takes 79 N·m."
+    assert quote.startswith("\u201c")
+    assert "Gearbox torque arm bolt; Thread: M12; Tightening torque: 79 N·m" in quote
+    assert "[1]" not in quote  # sources are attributed by the facts, not by a citation the model did not write
+    assert h.with_evidence("", "q", [_p(TABLE)]) == ""
+    assert h.with_evidence("text", "q", []) == "text"
+    long = _p("x" * 2000)
+    assert len(h.with_evidence("a", "x", [long])) < h.QUOTE_CHARS + 10
