@@ -57,6 +57,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    """Create the box's CA and the broker's server certificate (or cover more host names)."""
+    from lineside import security
+
+    data = Path(_conn(args, as_admin=False).data_dir)
+    certs = security.certs_init(security.paths(data).certs, tuple(args.host or ()), force=args.force)
+    print(f"CA certificate (give it to every device): {certs.ca_cert}")
+    print(f"server certificate: {certs.server_cert} (restart `lineside up` to use a new one)")
+    return 0
+
+
 def cmd_device(args: argparse.Namespace) -> int:
     """Add, list or remove device accounts; the running broker reloads them at once."""
     from lineside import security
@@ -324,6 +335,19 @@ def main(argv: list[str] | None = None) -> int:
         "--no-auth", action="store_true", help="development only: anonymous plain MQTT on 127.0.0.1, no TLS listener, no accounts"
     )
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("certs", help="TLS certificates of the box")
+    certs = p.add_subparsers(dest="certs_command", required=True)
+    q = certs.add_parser("init", help="create the CA and the broker certificate (lineside up does this on first start)")
+    q.add_argument(
+        "--host",
+        action="append",
+        metavar="NAME",
+        help="host name or address devices use for the box (repeat; with --force, every one the certificate must cover)",
+    )
+    q.add_argument("--force", action="store_true", help="issue a new server certificate (the CA is kept) to cover new hosts")
+    q.add_argument("--data", help="data directory (default LINESIDE_DATA_DIR)")
+    p.set_defaults(func=cmd_certs)
 
     p = sub.add_parser("device", help="device accounts: add, list, remove")
     dev = p.add_subparsers(dest="device_command", required=True)

@@ -166,6 +166,9 @@ async def main() -> None:
             structlog.contextvars.bind_contextvars(fallback="model found no answer in the passages")
             return h.fallback(rid, s.fallback_message_zh if lang == "zh" else s.fallback_message, ms())
         used = [rr.passages[i] for i in gr.used if 0 <= i < len(rr.passages)] or rr.passages
+        if h.ungrounded(gr.text, used):
+            structlog.contextvars.bind_contextvars(fallback="the answer states values found in no source")
+            return h.fallback(rid, s.fallback_message_zh if lang == "zh" else s.fallback_message, ms())
         answer = h.compose(rid, gr.text, used, gr.model, ms())
         if gr.cached:
             structlog.contextvars.bind_contextvars(cached=True)

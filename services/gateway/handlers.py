@@ -161,6 +161,20 @@ def says_unknown(text: str) -> bool:
     return not text.strip() or bool(_DONT_KNOW.search(text))
 
 
+def ungrounded(text: str, passages: Sequence[Passage]) -> bool:
+    """True when the model's own words (the first line: a quote of the source may follow) cite no
+    passage and state facts (numbers, codes, part numbers) none of which is in any passage given:
+    a made-up torque or code must not be sent as an answer."""
+    said = text.split("\n", 1)[0]
+    if cited(said, len(passages)):
+        return False
+    facts = {m.group(0).strip(".,").casefold() for m in _FACT.finditer(said)} - {""}
+    if not facts:
+        return False  # nothing checkable (a sentence without values): the quoted source shows its ground
+    blob = "\n".join(f"{p.title} {p.text}" for p in passages).casefold()
+    return not any(f in blob for f in facts)
+
+
 def attribute(text: str, passages: Sequence[Passage]) -> list[int]:
     """1-based numbers of the passages that support ``text``, best supported first.
 

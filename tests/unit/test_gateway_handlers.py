@@ -122,3 +122,13 @@ def test_device_registry_is_reread_when_it_changes(tmp_path):
     path.write_text("{half written")
     os.utime(path, ns=(1, 2 * 10**18))
     assert reg.line_of("hmi-3") == "Line 2"  # keeps the last good registry
+
+
+def test_an_answer_whose_values_are_in_no_source_is_not_grounded():
+    from schemas.messages import Passage
+
+    src = [Passage(chunk_id=1, doc="m.pdf", doc_id="d", locator="page 3", text="Flange bolts P-201: 85 N·m, M12", score=0.6)]
+    assert not h.ungrounded("The flange bolts need 85 N·m.\n\u201cFlange bolts P-201: 85 N·m\u201d", src)
+    assert h.ungrounded("The flange bolts need 120 N·m.\n\u201cFlange bolts P-201: 85 N·m\u201d", src)  # the quote does not count
+    assert not h.ungrounded("Tighten them crosswise.", src)  # nothing to check
+    assert not h.ungrounded("See [1]: 120 N·m.", src)  # cited a source it was given

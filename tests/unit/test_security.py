@@ -370,3 +370,18 @@ def test_secure_config_without_and_with_a_local_listener(tmp_path):
     conf = sec.render_secure_config(tmp_path, 18883, local_port=18830, bind="127.0.0.1").read_text()
     assert "listener 18830 127.0.0.1" in conf
     assert conf.index("use_username_as_clientid true") < conf.index("listener 18830"), "only the TLS listener forces client ids"
+
+
+def test_certs_init_command_covers_the_hosts_given(tmp_path, capsys):
+    from cryptography import x509
+
+    from lineside import cli
+
+    assert cli.main(["certs", "init", "--host", "10.20.0.5", "--data", str(tmp_path)]) == 0
+    assert "ca.crt" in capsys.readouterr().out
+    cert = x509.load_pem_x509_certificate((tmp_path / "security" / "certs" / "server.crt").read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "10.20.0.5" in [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    assert cli.main(["certs", "init", "--host", "box.plant.local", "--data", str(tmp_path)]) == 2  # not covered: says to --force
+    assert "box.plant.local" in capsys.readouterr().err
+    assert cli.main(["certs", "init", "--host", "box.plant.local", "--force", "--data", str(tmp_path)]) == 0
