@@ -86,16 +86,30 @@ def focus(question: str, text: str, keep: int = FOCUS_LINES) -> str:
     return "\n".join(lines[i] for i in sorted(scored))
 
 
+def _normal(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
 def pack(passages: Sequence[Passage], budget: int, count: Callable[[str], int]) -> list[int]:
     """Indices of the passages that go into the prompt: best first, while they fit ``budget``
-    tokens; the best one always goes in (cut to the budget if it alone is too long)."""
+    tokens; the best one always goes in (cut to the budget if it alone is too long).
+
+    A passage whose text (case and spacing aside) is already inside one that went in is left
+    out: the same fault row from a table and from a manual would spend the budget twice.
+    Passages that differ in any value stay (the Line 2 and Line 3 versions of a procedure).
+    """
     used: list[int] = []
+    seen: list[str] = []
     total = 0
     for i, p in enumerate(passages):
+        body = _normal(p.text)
+        if any(body in other for other in seen):
+            continue
         n = count(p.text[:PASSAGE_CHARS])
         if used and total + n > budget:
             continue
         used.append(i)
+        seen.append(body)
         total += n
     return used
 

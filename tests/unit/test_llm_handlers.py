@@ -94,3 +94,12 @@ def test_a_generated_answer_is_followed_by_the_source_lines_it_rests_on():
     assert h.with_evidence("text", "q", []) == "text"
     long = _p("x" * 2000)
     assert len(h.with_evidence("a", "x", [long])) < h.QUOTE_CHARS + 10
+
+
+def test_packing_leaves_out_a_passage_already_contained_in_one_that_went_in():
+    row = "Code: E-104; Machine: RF-40; Description: valve position feedback timeout"
+    line2 = "Line 2 changeover: star wheel bolts 12 N·m"
+    line3 = "Line 3 changeover: star wheel bolts 14 N·m"
+    passages = [_p(f"3 Faults\n{row}\nE-110 inverter", 1), _p(row.upper(), 2), _p(line2, 3), _p(line3, 4)]
+    used = h.pack(passages, budget=1000, count=lambda t: len(t.split()))
+    assert used == [0, 2, 3]  # the repeated row goes once; near-identical passages with other values both stay
