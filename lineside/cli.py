@@ -51,7 +51,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         external_broker=args.broker == "external",
         ingest_paths=[Path(p) for p in args.ingest or []],
         llm_workers=args.llm_workers,
-        secure=not args.no_auth,
+        secure=not args.no_auth and args.broker == "local",  # an external broker has its own accounts
         tls_port=args.tls_port,
         hosts=tuple(args.host or ()),
     )
@@ -318,7 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("up", help="start the broker and the four services")
     p.add_argument("--port", type=int, help="broker port (default LINESIDE_MQTT_PORT or 1883)")
     p.add_argument("--data", help="data directory (default LINESIDE_DATA_DIR)")
-    p.add_argument("--broker", choices=("local", "external"), default="local", help="start Mosquitto here or use one already running")
+    p.add_argument(
+        "--broker",
+        choices=("local", "external"),
+        default="local",
+        help="start Mosquitto here (secure profile) or use one already running (its accounts: LINESIDE_MQTT_USERNAME/_PASSWORD_FILE)",
+    )
     p.add_argument("--ingest", nargs="*", metavar="PATH", help="documents or folders to ingest once the services are up")
     p.add_argument(
         "--profile", choices=("tiny", "default", "large", "none"), help="model profile (default LINESIDE_LLM_PROFILE or default)"
