@@ -3,7 +3,7 @@
 In-process, with the real parsers, chunker, all-MiniLM-L6-v2 and index: the two stages the
 ingest and retriever services run. Prints pages/s, chunks/s and the parse/embed split.
 
-    .venv/bin/python bench/ingest.py [--docs DIR] [--pages 500]
+    .venv/bin/python bench/ingest.py [--docs DIR] [--pages 500] [--batch N]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from services.ingest.chunking import chunk_sections  # noqa: E402
 from services.ingest.parsers import PARSERS  # noqa: E402
 from services.retriever.adapters import Index, MiniLM  # noqa: E402
 from services.retriever.handlers import embedding_text  # noqa: E402
+from services.retriever.settings import RetrieverSettings  # noqa: E402
 
 
 def synthetic_pdf(pages: int) -> bytes:
@@ -71,8 +72,10 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=Path, default=corpus if corpus.exists() else ROOT / "examples" / "docs")
     ap.add_argument("--pages", type=int, default=500)
+    ap.add_argument("--batch", type=int, default=RetrieverSettings().batch_size, help="chunks per embedding batch (the service's setting)")
     args = ap.parse_args()
-    embedder = MiniLM(2)
+    print(f"embedding batch size {args.batch}")
+    embedder = MiniLM(2, batch_size=args.batch)
     embedder.embed(["warm up"])
     index = Index(Path(tempfile.mkdtemp(prefix="lineside-ingest-")) / "index")
     docs = [(p.name, p.read_bytes()) for p in sorted(args.docs.iterdir()) if p.suffix.lower() in PARSERS and p.name != "README.md"]

@@ -46,11 +46,8 @@ def render_config(port: int, state_dir: Path, profile: str = "local") -> Path:
     return path
 
 
-def start(port: int, state_dir: Path, *, log_path: Path | None = None, timeout_s: float = 10.0) -> subprocess.Popen[bytes]:
-    """Start Mosquitto on 127.0.0.1:``port``; raise BrokerError when the port is taken or it fails."""
-    if not port_free("127.0.0.1", port):
-        raise BrokerError(f"port {port} on 127.0.0.1 is already taken: choose another with --port or LINESIDE_MQTT_PORT")
-    conf = render_config(port, state_dir)
+def launch(conf: Path, ports: list[int], *, log_path: Path | None = None, timeout_s: float = 10.0) -> subprocess.Popen[bytes]:
+    """Run Mosquitto with ``conf`` and return once it listens on every one of ``ports`` (on 127.0.0.1)."""
     cmd = [mosquitto_binary(), "-c", str(conf)]
     if log_path:
         with log_path.open("ab") as out:  # the child keeps its own descriptor
@@ -61,8 +58,16 @@ def start(port: int, state_dir: Path, *, log_path: Path | None = None, timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise BrokerError(f"mosquitto exited with code {proc.returncode} at start; see {log_path or 'its output'}")
-        if not port_free("127.0.0.1", port):
+        if not any(port_free("127.0.0.1", p) for p in ports):
             return proc
         time.sleep(0.05)
     proc.kill()
-    raise BrokerError(f"mosquitto did not listen on port {port} within {timeout_s:g} s")
+    proc.wait()
+    raise BrokerError(f"mosquitto did not listen on port(s) {ports} within {timeout_s:g} s")
+
+
+def start(port: int, state_dir: Path, *, log_path: Path | None = None, timeout_s: float = 10.0) -> subprocess.Popen[bytes]:
+    """Start Mosquitto on 127.0.0.1:``port``; raise BrokerError when the port is taken or it fails."""
+    if not port_free("127.0.0.1", port):
+        raise BrokerError(f"port {port} on 127.0.0.1 is already taken: choose another with --port or LINESIDE_MQTT_PORT")
+    return launch(render_config(port, state_dir), [port], log_path=log_path, timeout_s=timeout_s)

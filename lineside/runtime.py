@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import faulthandler
 import signal
+import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import msgspec
+
+from lineside.errors import LinesideError
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -28,8 +31,12 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
             loop.add_signal_handler(sig, task.cancel)
         await main()
 
-    with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-        asyncio.run(_wrapper())
+    try:
+        with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+            asyncio.run(_wrapper())
+    except LinesideError as exc:  # a bad setting, a missing password file: say what, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def describe_decode_error(exc: Exception) -> str:

@@ -27,7 +27,6 @@ import secrets
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from lineside.broker import BROKERS_DIR, mosquitto_binary, port_free
+from lineside.broker import BROKERS_DIR, launch, port_free
 from lineside.errors import BrokerError, ConfigError
 from schemas import topics
 
@@ -641,26 +640,18 @@ def start_secure_broker(
             raise BrokerError(f"port {p} on 127.0.0.1 is already taken: choose another")
     ensure_services(data_dir)
     conf = render_secure_config(data_dir, port, local_port=local_port, bind=bind, certs=certs_init(paths(data_dir).certs, hosts))
-    cmd = [mosquitto_binary(), "-c", str(conf)]
-    if log_path:
-        with log_path.open("ab") as out:  # the child keeps its own descriptor
-            proc = subprocess.Popen(cmd, stdout=out, stderr=out)
-    else:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BrokerError(f"mosquitto exited with code {proc.returncode} at start; see {log_path or 'its output'}")
-        if not any(port_free("127.0.0.1", p) for p in ports):
-            return proc
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    raise BrokerError(f"mosquitto did not listen on port(s) {ports} within {timeout_s:g} s")
+    return launch(conf, ports, log_path=log_path, timeout_s=timeout_s)
 
 
 def reload_broker(pid: int) -> None:
     """Make a running Mosquitto re-read its password file and ACL (SIGHUP)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        raise BrokerError(f"no broker process {pid}: start it, it reads the new files at start") from None
+    if b"mosquitto" not in cmdline:
+        # A pid file left by a broker that died: the number may now belong to anything else.
+        raise BrokerError(f"process {pid} is not Mosquitto (a stale pid file?): start the broker, it reads the new files at start")
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:

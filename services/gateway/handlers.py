@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from schemas import codec, topics
+from schemas.lines import normalise_line
 from schemas.messages import Answer, AskRequest, ErrorInfo, Passage, Source
 
 SNIPPET_CHARS = 240
@@ -242,15 +243,6 @@ def line_scope(requested: str | None, allowed: str | None) -> tuple[str | None, 
     if requested is not None and normalise_line(requested) != normalise_line(allowed):
         return None, f"this device may only ask about {allowed}, not {requested}"
     return allowed, None
-
-
-def normalise_line(value: str) -> str:
-    """'Line 3', 'line3', 'L3' and '3' all name line 3 (as the retriever reads them)."""
-    v = value.strip().lower().replace(" ", "")
-    for prefix in ("line", "l"):
-        if v.startswith(prefix) and v[len(prefix) :].isdigit():
-            return v[len(prefix) :]
-    return v
 
 
 class RateLimiter:

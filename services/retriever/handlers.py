@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from schemas.lines import normalise_line
 from schemas.messages import Chunk, Passage
 
 EMBED_TITLE_CHARS = 200
@@ -25,15 +26,6 @@ def line_allows(chunk_line: str | None, wanted: str | None) -> bool:
     if wanted is None or chunk_line is None:
         return True
     return normalise_line(chunk_line) == normalise_line(wanted)
-
-
-def normalise_line(value: str) -> str:
-    """'Line 3', 'line3', 'L3' and '3' all name line 3."""
-    v = value.strip().lower().replace(" ", "")
-    for prefix in ("line", "l"):
-        if v.startswith(prefix) and v[len(prefix) :].isdigit():
-            return v[len(prefix) :]
-    return v
 
 
 RRF_K = 60

@@ -14,7 +14,7 @@ from cryptography.x509 import verification
 from paho.mqtt.client import topic_matches_sub
 
 from lineside import security as sec
-from lineside.errors import ConfigError
+from lineside.errors import BrokerError, ConfigError
 from schemas import topics
 
 INTERNAL_TOPICS = (
@@ -385,3 +385,11 @@ def test_certs_init_command_covers_the_hosts_given(tmp_path, capsys):
     assert cli.main(["certs", "init", "--host", "box.plant.local", "--data", str(tmp_path)]) == 2  # not covered: says to --force
     assert "box.plant.local" in capsys.readouterr().err
     assert cli.main(["certs", "init", "--host", "box.plant.local", "--force", "--data", str(tmp_path)]) == 0
+
+
+def test_reload_never_signals_a_process_that_is_not_mosquitto():
+    """A pid file left by a dead broker may name another process by now: SIGHUP would kill it."""
+    import os
+
+    with pytest.raises(BrokerError, match="not Mosquitto"):
+        sec.reload_broker(os.getpid())  # this test process is still alive to see the error
