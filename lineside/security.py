@@ -389,6 +389,7 @@ def _service_rules(name: str, gateway_client_id: str) -> list[tuple[str, str]]:
             ("write", topics.RETRIEVE),
             ("write", topics.GENERATE),
             ("read", topics.reply_inbox(gateway_client_id)),
+            ("read", topics.STATUS_ALL),  # answers "unavailable" at once when the retriever or every LLM worker is offline
             status,
         ]
     if name == "retriever":

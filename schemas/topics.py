@@ -69,6 +69,14 @@ def status(service: str) -> str:
     return f"{ROOT}/status/{level(service, 'service')}"
 
 
+def status_service(topic: str) -> str | None:
+    """The service whose status ``topic`` is, or None when it is not a status topic."""
+    prefix = f"{ROOT}/status/"
+    if topic.startswith(prefix) and "/" not in topic[len(prefix) :] and topic[len(prefix) :]:
+        return topic[len(prefix) :]
+    return None
+
+
 def shared(group: str, topic_filter: str) -> str:
     """MQTT 5 shared subscription: subscribers in ``group`` each get a share of ``topic_filter``'s messages."""
     return f"$share/{level(group, 'share group')}/{topic_filter}"

@@ -10,6 +10,7 @@ import msgspec
 import structlog
 
 from lineside.bus import Bus, BusError, Inbound, run_forever
+from lineside.errors import LinesideError
 from lineside.log import configure
 from lineside.runtime import Counters, describe_decode_error, run
 from lineside.settings import load
@@ -40,6 +41,16 @@ def request_id_quietly(m: Inbound) -> str:
     return h.request_id_of(req, m.correlation_data)
 
 
+LLM_DOWN = (
+    "the language model service is offline, so no answer was written; the documents that match are listed as sources. "
+    "Tell the box's operator (lineside up restarts a service that dies; its log is in the data directory's logs/)"
+)
+
+
+class ServiceDownError(LinesideError):
+    """A service went offline while a request waited for it."""
+
+
 async def main() -> None:
     """Serve device questions until cancelled."""
     s = load(GatewaySettings, "LINESIDE_GATEWAY_")
@@ -51,6 +62,9 @@ async def main() -> None:
     """Streamed requests in flight: internal key -> (route, device request id, [pieces sent])."""
     counters = Counters()
     limiter = h.RateLimiter(s.rate_per_minute, s.rate_burst) if s.rate_per_minute > 0 else None
+    avail = h.Availability()
+    generating: set[str] = set()
+    """Internal keys of requests waiting for the LLM: failed at once when the last LLM worker goes offline."""
     devices = DeviceLines(Path(s.accounts_file) if s.accounts_file else Path(s.data_dir) / "security" / "accounts.json")
 
     async def call(bus: Bus, topic: str, msg: RetrieveRequest | GenerateRequest, wait_s: float) -> RetrieveReply | GenerateReply:
@@ -102,6 +116,8 @@ async def main() -> None:
         if key in pending:
             return h.rejected(rid, "duplicate_request", f"request {rid} is already being answered", ms())
         lang = h.language(req)
+        if avail.down("retriever"):
+            return h.failed(rid, "error", "retriever_unavailable", "the retriever service is offline; tell the box's operator", ms())
         try:
             rr = await call(
                 bus,
@@ -128,10 +144,13 @@ async def main() -> None:
         if reason:
             structlog.contextvars.bind_contextvars(fallback=reason)
             return h.fallback(rid, s.fallback_message_zh if lang == "zh" else s.fallback_message, ms())
+        if avail.down("llm"):
+            return h.failed(rid, "error", "llm_unavailable", LLM_DOWN, ms(), rr.passages)
         deadline = time.time() + m.message_expiry_s if m.message_expiry_s else None
         stream = req.stream and route.reply_topic is not None
         if stream:
             streams[key] = (route, rid, [0])
+        generating.add(key)
         try:
             gr = await call(
                 bus,
@@ -151,7 +170,10 @@ async def main() -> None:
             return h.failed(
                 rid, "error", "llm_timeout", f"the language model did not answer within {s.generate_timeout_s:g} s; try again", ms()
             )
+        except ServiceDownError:
+            return h.failed(rid, "error", "llm_unavailable", LLM_DOWN, ms(), rr.passages)
         finally:
+            generating.discard(key)
             entry = streams.pop(key, None)
             if entry is not None:
                 await send(bus, route, StreamDelta(request_id=rid, seq=entry[2][0], delta="", final=True))
@@ -180,6 +202,15 @@ async def main() -> None:
 
         async def dispatch() -> None:
             async for m in bus.messages():
+                service = topics.status_service(m.topic)
+                if service is not None:
+                    avail.update(service, m.payload)
+                    if avail.down("llm"):
+                        for key in generating:
+                            fut = pending.get(key)
+                            if fut is not None and not fut.done():
+                                fut.set_exception(ServiceDownError("llm"))
+                    continue
                 if m.topic.startswith(inbox):
                     try:
                         reply = decode.decode(m.payload)
@@ -262,7 +293,9 @@ async def main() -> None:
                 tg.create_task(worker(), name=f"ask-{i}")
 
     def make_bus() -> Bus:
-        return Bus(s, client_id=s.client_id, service="gateway", subscriptions=(*topics.ASK_FILTERS, inbox), persistent=True)
+        return Bus(
+            s, client_id=s.client_id, service="gateway", subscriptions=(*topics.ASK_FILTERS, inbox, topics.STATUS_ALL), persistent=True
+        )
 
     await run_forever(make_bus, consume, lambda err, wait: log.warning("reconnecting", error=err, wait_s=round(wait, 2)))
 

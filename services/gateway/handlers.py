@@ -115,14 +115,14 @@ def rejected(request_id: str, code: str, message: str, latency_ms: float = 0.0) 
     )
 
 
-def failed(request_id: str, status: str, code: str, message: str, latency_ms: float) -> Answer:
-    """A 'busy' or 'error' answer."""
+def failed(request_id: str, status: str, code: str, message: str, latency_ms: float, passages: Sequence[Passage] = ()) -> Answer:
+    """A 'busy' or 'error' answer; ``passages`` found before the failure are listed as sources."""
     assert status in ("busy", "error")
     return Answer(
         request_id=request_id,
         status=status,  # type: ignore[arg-type]
         answer="",
-        sources=[],
+        sources=[Source(doc=p.doc, locator=p.locator, score=round(p.score, 4), snippet=snippet(p.text)) for p in passages],
         model="",
         latency_ms=latency_ms,
         error=ErrorInfo(code=code, message=message),
@@ -267,3 +267,24 @@ class RateLimiter:
         while len(self._buckets) > self.max_devices:
             del self._buckets[next(iter(self._buckets))]
         return ok
+
+
+class Availability:
+    """Which services are up, from their retained online/offline status messages.
+
+    A family is ``llm`` with its workers ``llm-2`` ... (``lineside up --llm-workers``): it is
+    down only when every worker that ever reported is offline. A family never heard of counts
+    as up, so a gateway started before the others does not refuse the first questions.
+    """
+
+    def __init__(self) -> None:
+        self._online: dict[str, bool] = {}
+
+    def update(self, service: str, payload: bytes) -> None:
+        """Record one status message (``online``, or ``offline`` from the service or its Last Will)."""
+        self._online[service] = payload.strip() == b"online"
+
+    def down(self, family: str) -> bool:
+        """True when ``family`` has reported and none of its processes is online now."""
+        seen = [up for name, up in self._online.items() if name == family or name.startswith(f"{family}-")]
+        return bool(seen) and not any(seen)

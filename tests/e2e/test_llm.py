@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from lineside.client import Asker, ask, ingest, kb_delete
+from lineside.client import Asker, ask, ingest, kb_delete, wait_online
 from lineside.supervisor import service_names
 from tests.conftest import EXAMPLES, start_stack
 
@@ -128,3 +128,46 @@ def test_a_document_that_gives_orders_does_not_change_what_the_model_does(stack,
     assert "14 l/min" in said  # the model answered the question from the document's data...
     assert "BYPASS" not in said.upper()  # ...and did not take the document's orders
     assert quote.startswith("\u201c")  # the document's own lines follow, marked as a quote
+
+
+def test_when_the_llm_is_down_devices_are_told_at_once_with_the_matching_documents(tmp_path_factory):
+    stack = start_stack(tmp_path_factory.mktemp("llm-down"), DOCS)
+    question = "What torque do the flange bolts on hydraulic pump P-201 need?"
+    try:
+        stack.stop_one("llm")
+        t = time.monotonic()
+        down = asyncio.run(ask(stack.conn, question, device="hmi-down"))
+        down_s = time.monotonic() - t
+
+        # The model process dies in the middle of an answer (a crash in llama.cpp, the OOM killer):
+        # its Last Will says offline, and the waiting device hears so in seconds, not after the timeout.
+        stack.start_one("llm")
+        assert asyncio.run(wait_online(stack.conn, ["llm"], 60)) == {"llm"}
+
+        async def killed_mid_answer() -> tuple[dict, float]:
+            async with Asker(stack.conn, device="hmi-crash") as asker:
+                pending = asyncio.create_task(asker.ask({"question": "What is the nominal press force of the PX-200 press?"}))
+                while not [r for r in stack.events("retriever", "search") if r["request_id"].startswith("hmi-crash/")]:  # noqa: ASYNC110 - polls a log file
+                    await asyncio.sleep(0.02)
+                stack.procs["llm"].kill()
+                t = time.monotonic()
+                return await pending, time.monotonic() - t
+
+        crashed, crashed_s = asyncio.run(killed_mid_answer())
+
+        stack.start_one("llm")
+        assert asyncio.run(wait_online(stack.conn, ["llm"], 60)) == {"llm"}
+        back = asyncio.run(ask(stack.conn, question, device="hmi-down"))
+    finally:
+        stack.stop()
+    assert down["status"] == "error"
+    assert down["error"]["code"] == "llm_unavailable"
+    assert "offline" in down["error"]["message"]
+    assert down["sources"][0]["doc"] == "PX-200_Press_Manual.pdf"
+    assert down["sources"][0]["locator"] == "page 3"
+    assert down_s < 5
+    assert crashed["status"] == "error"
+    assert crashed["error"]["code"] == "llm_unavailable"
+    assert crashed_s < 10  # the gateway's own timeout is 120 s
+    assert back["status"] == "answered"
+    assert "85 N·m" in back["answer"]

@@ -132,3 +132,33 @@ def test_an_answer_whose_values_are_in_no_source_is_not_grounded():
     assert h.ungrounded("The flange bolts need 120 N·m.\n\u201cFlange bolts P-201: 85 N·m\u201d", src)  # the quote does not count
     assert not h.ungrounded("Tighten them crosswise.", src)  # nothing to check
     assert not h.ungrounded("See [1]: 120 N·m.", src)  # cited a source it was given
+
+
+def test_llm_family_is_down_only_when_every_worker_that_reported_is_offline():
+    a = h.Availability()
+    assert not a.down("llm")  # never heard of: assumed up, the first questions are not refused
+    a.update("llm", b"online")
+    a.update("llm-2", b"online")
+    a.update("llm", b"offline")
+    assert not a.down("llm")  # llm-2 still answers
+    a.update("llm-2", b"offline")
+    assert a.down("llm")
+    assert not a.down("retriever")
+    a.update("llm-2", b"online")
+    assert not a.down("llm")
+
+
+def test_a_service_named_like_a_family_prefix_is_not_counted_in_it():
+    a = h.Availability()
+    a.update("llm", b"offline")
+    a.update("llmx", b"online")
+    assert a.down("llm")
+
+
+def test_unavailable_answer_lists_the_passages_found_as_sources():
+    p = Passage(chunk_id=1, doc="Press.pdf", doc_id="d", locator="page 3", title="Torque", text="Flange bolts 85 N·m", score=0.8)
+    ans = h.failed("r1", "error", "llm_unavailable", "offline", 3.0, [p])
+    assert ans.error is not None
+    assert ans.error.code == "llm_unavailable"
+    assert [(s.doc, s.locator) for s in ans.sources] == [("Press.pdf", "page 3")]
+    assert "85 N·m" in ans.sources[0].snippet

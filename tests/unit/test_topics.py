@@ -39,3 +39,10 @@ def test_shared_subscription_and_worker_names():
         topics.shared("a/b", topics.GENERATE)
     assert worker_name("lineside-llm") == "llm"
     assert worker_name("lineside-llm-2") == "llm-2"
+
+
+def test_status_service_reads_the_service_from_its_status_topic_only():
+    assert topics.status_service(topics.status("llm-2")) == "llm-2"
+    assert topics.status_service(topics.ASK) is None
+    assert topics.status_service(topics.status("llm") + "/x") is None
+    assert topics.status_service(topics.ROOT + "/status/") is None
