@@ -115,7 +115,8 @@ async def run_retrieval(
     from services.gateway.handlers import fallback_reason
     from services.gateway.settings import GatewaySettings
 
-    limit = GatewaySettings().fallback_threshold if threshold is None else threshold
+    settings = GatewaySettings()
+    limit = settings.fallback_threshold if threshold is None else threshold
     bus = Bus(conn)
     inbox = topics.reply_inbox(bus.client_id)
     results = []
@@ -133,7 +134,15 @@ async def run_retrieval(
                 rep = msgspec.msgpack.decode(m.payload, type=RetrieveReply)
                 if rep.request_id == rid:
                     break
-            reason = fallback_reason(rep.passages, rep.unknown_terms, rep.exact_match, limit)
+            reason = fallback_reason(
+                rep.passages,
+                rep.unknown_terms,
+                rep.exact_match,
+                limit,
+                content_words=rep.content_words,
+                absent_words=rep.absent_words,
+                absent_share=settings.absent_share,
+            )
             answer = {"status": "fallback" if reason or rep.error else "retrieved", "sources": [{"doc": p.doc} for p in rep.passages]}
             r = judge(q, answer)
             if q.get("answerable", True):

@@ -129,6 +129,11 @@ class RetrieveReply(_Msg, tag="retrieve.reply.v1", frozen=True, kw_only=True):
     exact_match: bool = False
     """The best passage contains every code, part number, date and line the question names
     (and it names at least one code or date): strong evidence that the documents answer it."""
+    content_words: int = 0
+    """Latin words of 3+ letters in the question (no stopwords, codes or line numbers)."""
+    absent_words: list[str] = []
+    """Those of ``content_words`` that no document contains: when most of a question's words are
+    nowhere in the knowledge base, it is about something the plant's documents do not cover."""
 
 
 class GenerateRequest(_Msg, tag="generate.request.v1", frozen=True, kw_only=True):

@@ -140,7 +140,15 @@ async def main() -> None:
         assert isinstance(rr, RetrieveReply)
         if rr.error:
             return h.failed(rid, "error", "retrieval_failed", rr.error, ms())
-        reason = h.fallback_reason(rr.passages, rr.unknown_terms, rr.exact_match, s.fallback_threshold)
+        reason = h.fallback_reason(
+            rr.passages,
+            rr.unknown_terms,
+            rr.exact_match,
+            s.fallback_threshold,
+            content_words=rr.content_words,
+            absent_words=rr.absent_words,
+            absent_share=s.absent_share,
+        )
         if reason:
             structlog.contextvars.bind_contextvars(fallback=reason)
             return h.fallback(rid, s.fallback_message_zh if lang == "zh" else s.fallback_message, ms())

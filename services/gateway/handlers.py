@@ -78,12 +78,26 @@ def language(req: AskRequest) -> str:
     return "zh" if is_chinese(req.question) else "en"
 
 
-def fallback_reason(passages: Sequence[Passage], unknown_terms: Sequence[str], exact_match: bool, threshold: float) -> str | None:
+ABSENT_MIN_WORDS = 3
+"""A share of absent words is only judged on questions with at least this many content words."""
+
+
+def fallback_reason(
+    passages: Sequence[Passage],
+    unknown_terms: Sequence[str],
+    exact_match: bool,
+    threshold: float,
+    *,
+    content_words: int = 0,
+    absent_words: Sequence[str] = (),
+    absent_share: float = 0.5,
+) -> str | None:
     """Why the documents cannot answer, or None when they may.
 
     Nothing found; the question names a code or line that no document mentions; or the best
-    passage neither contains every code and date the question names (``exact_match``) nor is
-    similar enough (cosine of all-MiniLM-L6-v2 embeddings below ``threshold``).
+    passage does not contain every code and date the question names (``exact_match``) and
+    either at least ``absent_share`` of the question's content words are in no document, or
+    no passage is similar enough (cosine of all-MiniLM-L6-v2 embeddings below ``threshold``).
     """
     if not passages:
         return "nothing found"
@@ -91,6 +105,8 @@ def fallback_reason(passages: Sequence[Passage], unknown_terms: Sequence[str], e
         return "not in any document: " + ", ".join(unknown_terms)
     if exact_match:
         return None
+    if content_words >= ABSENT_MIN_WORDS and len(absent_words) >= absent_share * content_words:
+        return f"{len(absent_words)} of the question's {content_words} words are in no document: " + ", ".join(absent_words)
     best = max(p.score for p in passages)
     if best < threshold:
         return f"best score {best:.2f} below {threshold:.2f}"

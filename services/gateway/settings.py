@@ -24,6 +24,16 @@ class GatewaySettings(Connection, kw_only=True):
             le=1,
         ),
     ] = 0.42
+    absent_share: Annotated[
+        float,
+        msgspec.Meta(
+            description="When at least this share of a question's content words (3 or more of them) is in no document and "
+            "no passage has every code and date it names, it is sent to technical support; calibrated on the dev corpus "
+            "(answerable questions: at most 0.25), see docs/retrieval.md",
+            gt=0,
+            le=1,
+        ),
+    ] = 0.5
     fallback_message: Annotated[str, msgspec.Meta(description="Fallback answer for non-Chinese questions")] = (
         "Please contact technical support."
     )

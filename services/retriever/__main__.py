@@ -82,6 +82,8 @@ async def main() -> None:
                 passages=found.passages,
                 unknown_terms=found.unknown_terms,
                 exact_match=found.exact_match,
+                content_words=found.content_words,
+                absent_words=found.absent_words,
                 latency_ms=(time.perf_counter() - t) * 1000,
             )
         except Exception as exc:  # a failed search is answered with an error, never silence
@@ -96,6 +98,7 @@ async def main() -> None:
             best=round(max(p.score for p in reply.passages), 3) if reply.passages else None,
             unknown=reply.unknown_terms or None,
             exact=reply.exact_match,
+            absent=reply.absent_words or None,
             latency_ms=round(reply.latency_ms, 1),
         )
 

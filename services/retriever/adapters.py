@@ -270,6 +270,10 @@ class Index:
         kept = [t for t in terms if df[t] <= limit]
         return kept or [min(terms, key=lambda t: df[t])]
 
+    def absent(self, terms: Sequence[str]) -> list[str]:
+        """Those of ``terms`` that no chunk contains as words."""
+        return [t for t in terms if self._doc_frequency(t) == 0]
+
     def _doc_frequency(self, term: str) -> int:
         """Chunks that contain every token of ``term`` at most (its rarest token's count), cached
         until the index changes: an fts5vocab look-up costs ~0.3 ms."""

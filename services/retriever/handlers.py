@@ -154,6 +154,17 @@ def lexical_terms(question: str) -> list[str]:
     return [t for t in terms if not (t.lower() in seen or seen.add(t.lower()))]  # type: ignore[func-returns-value]
 
 
+def content_words(question: str) -> list[str]:
+    """The question's Latin words of 3+ letters that say what it is about: no stopwords, no codes
+    (``identifiers`` checks those), no numbers; for the share of them no document contains."""
+    codes = {c.casefold() for c in identifiers(question)}
+    return [
+        t
+        for t in lexical_terms(question)
+        if len(t) >= 3 and t.isascii() and any(c.isalpha() for c in t) and t.casefold() not in codes and not _CODE.fullmatch(t)
+    ]
+
+
 def fts_query(terms: Sequence[str]) -> str:
     """An FTS5 MATCH expression: any of the quoted terms."""
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
@@ -324,18 +335,63 @@ def exact_match(question: str, passage: Passage) -> bool:
     return all(any(t.casefold() in blob for t in g) for g in exact_groups(question))
 
 
+_ANY_LINE = re.compile(r"\bline\s*\d{1,2}\b|\d{1,2}\s*号?\s*线|\bL\d{1,2}-", re.IGNORECASE)
+
+
+def names_a_line(text: str) -> bool:
+    """True when ``text`` names any production line ('Line 2', '3 线', an asset tag 'L3-FIL-01')."""
+    return bool(_ANY_LINE.search(text))
+
+
 def exact_counts(question: str, passages: Sequence[Passage], today: dt.date | None = None) -> dict[int, int]:
-    """How many of the question's exact groups each passage contains (chunk id to count)."""
+    """How many of the question's exact groups each passage contains (chunk id to count).
+
+    A passage that names no line at all (a fault-code table, a plant-wide rule) counts as
+    matching the question's line: it applies to every line. One that names only other lines
+    does not.
+    """
     groups = [[t.casefold() for t in g] for g in exact_groups(question, today)]
     if not groups:
         return {}
+    line_groups = len(line_mentions(question))  # exact_groups puts them last
     out = {}
     for p in passages:
         blob = f"{p.title}\n{p.text}".casefold()
         n = sum(any(t in blob for t in g) for g in groups)
+        if line_groups and not names_a_line(blob):
+            n += line_groups
         if n:
             out[p.chunk_id] = n
     return out
+
+
+_EVENT = re.compile(
+    r"\b(?:why did|when did|when was|what happened|last time|how long was)\b|为什么|什么时候|上次|发生了什么", re.IGNORECASE
+)
+_DATED_RECORD = re.compile(r"(?:^|[;\n])\s*[^:;\n]{0,24}(?:date|日期)[^:;\n]{0,24}:\s*\d{4}-\d{2}-\d{2}", re.IGNORECASE)
+
+
+def asks_about_an_event(question: str, today: dt.date | None = None) -> bool:
+    """True when a question is about something that happened: it names a date ("on 2026-10-03",
+    "last month") or asks why or when ("Why did Line 3 stop?")."""
+    return bool(date_strings(question, today)) or bool(_EVENT.search(question))
+
+
+def is_dated_record(p: Passage) -> bool:
+    """True for a row of a log: a table row with a date column ("date: 2026-10-03; line: ...")."""
+    return bool(_DATED_RECORD.search(p.text))
+
+
+def record_preference(question: str, passages: Sequence[Passage], today: dt.date | None = None) -> dict[int, int]:
+    """Which kind of document answers this question, for passages that name the same exact things.
+
+    A log row records what happened; a manual or a fault table says what a thing is and how to
+    deal with it. "Why did Line 3 stop on 2026-10-03?" wants the log row of that day; "What
+    does E-104 mean on the filler?" wants the fault table, not the log rows where E-104 was
+    once logged. Chunk id to 1 (preferred), 0 or -1.
+    """
+    event = asks_about_an_event(question, today)
+    return {p.chunk_id: (1 if event else -1) if is_dated_record(p) else 0 for p in passages}
 
 
 def exact_ranking(question: str, passages: Sequence[Passage], today: dt.date | None = None) -> list[int]:

@@ -11,6 +11,7 @@ from schemas.messages import Passage
 from services.retriever.adapters import Index
 from services.retriever.handlers import (
     Filters,
+    content_words,
     date_strings,
     exact_counts,
     exact_groups,
@@ -25,6 +26,7 @@ from services.retriever.handlers import (
     lexical_terms,
     line_mentions,
     line_spellings,
+    record_preference,
 )
 
 MAX_TERM_SHARE = 0.2
@@ -40,6 +42,8 @@ class SearchResult(NamedTuple):
     passages: list[Passage]
     unknown_terms: list[str]
     exact_match: bool
+    content_words: int = 0
+    absent_words: list[str] = []  # noqa: RUF012 - a NamedTuple default, never mutated
 
 
 FILTERED_POOL_FACTOR = 4
@@ -83,8 +87,17 @@ def hybrid_search(
         candidates = index.passages(list(dict.fromkeys([*exact_ids, *date_ids, *vec_ids, *lex_ids])), vector)
         unknown = [t for t in identifiers(question) if not index.contains(t)]
         unknown += [f"Line {n}" for n in line_mentions(question) if not any(index.contains(sp) for sp in line_spellings(n))]
+        words = content_words(question)
+        absent = index.absent(words)
     fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates, today)], fusion_weights(question))
     exact = exact_counts(question, candidates, today)
-    candidates.sort(key=lambda p: (exact.get(p.chunk_id, 0), fused.get(p.chunk_id, 0.0)), reverse=True)
+    # Among passages that name the same exact things, the kind of document the question wants
+    # (a log row for "why did it stop on ...", a reference for "what does it mean") goes first.
+    # Only where the question names something exact: elsewhere the fused ranking decides alone.
+    prefer = record_preference(question, candidates, today) if exact else {}
+    candidates.sort(
+        key=lambda p: (exact.get(p.chunk_id, 0), prefer.get(p.chunk_id, 0) if p.chunk_id in exact else 0, fused.get(p.chunk_id, 0.0)),
+        reverse=True,
+    )
     hits = [p for p in candidates if scope.allows(p)][:k]
-    return SearchResult(hits, unknown, bool(hits) and exact_match(question, hits[0]))
+    return SearchResult(hits, unknown, bool(hits) and exact_match(question, hits[0]), len(words), absent)

@@ -142,7 +142,7 @@ def test_when_the_llm_is_down_devices_are_told_at_once_with_the_matching_documen
         # The model process dies in the middle of an answer (a crash in llama.cpp, the OOM killer):
         # its Last Will says offline, and the waiting device hears so in seconds, not after the timeout.
         stack.start_one("llm")
-        assert asyncio.run(wait_online(stack.conn, ["llm"], 60)) == {"llm"}
+        assert "llm" in asyncio.run(wait_online(stack.conn, ["llm"], 60))
 
         async def killed_mid_answer() -> tuple[dict, float]:
             async with Asker(stack.conn, device="hmi-crash") as asker:
@@ -150,13 +150,14 @@ def test_when_the_llm_is_down_devices_are_told_at_once_with_the_matching_documen
                 while not [r for r in stack.events("retriever", "search") if r["request_id"].startswith("hmi-crash/")]:  # noqa: ASYNC110 - polls a log file
                     await asyncio.sleep(0.02)
                 stack.procs["llm"].kill()
+                stack.procs["llm"].wait(10)
                 t = time.monotonic()
                 return await pending, time.monotonic() - t
 
         crashed, crashed_s = asyncio.run(killed_mid_answer())
 
         stack.start_one("llm")
-        assert asyncio.run(wait_online(stack.conn, ["llm"], 60)) == {"llm"}
+        assert "llm" in asyncio.run(wait_online(stack.conn, ["llm"], 60))
         back = asyncio.run(ask(stack.conn, question, device="hmi-down"))
     finally:
         stack.stop()
