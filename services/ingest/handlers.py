@@ -46,6 +46,16 @@ def check_size(name: str, size: int, max_bytes: int) -> None:
         raise DocumentError(name, "the file is empty (0 bytes)")
 
 
+PARSING = 2
+"""Raised whenever parsing or chunking changes what a file becomes (2: wrapped lines joined), so
+that ingesting an unchanged file after an upgrade re-indexes it instead of keeping old chunks."""
+
+
+def version_of(content: bytes) -> str:
+    """A document version: the file's sha256 and the parsing it went through."""
+    return f"{hashlib.sha256(content).hexdigest()}/parse-{PARSING}"
+
+
 def process(doc: IngestDocument, max_bytes: int) -> IndexChunks:
     """Validate, parse and chunk ``doc``; raise DocumentError saying what is wrong with it."""
     name = check_name(doc.name)
@@ -59,7 +69,9 @@ def process(doc: IngestDocument, max_bytes: int) -> IndexChunks:
         raise DocumentError(name, "no text found in the document")
     if doc.line:
         chunks = [c if c.line else type(c)(locator=c.locator, text=c.text, title=c.title, line=doc.line) for c in chunks]
-    return IndexChunks(request_id=doc.request_id, doc=name, doc_id=doc_id_of(name), version=digest, chunks=chunks, ingested_at=time.time())
+    return IndexChunks(
+        request_id=doc.request_id, doc=name, doc_id=doc_id_of(name), version=version_of(doc.content), chunks=chunks, ingested_at=time.time()
+    )
 
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")

@@ -35,6 +35,43 @@ def _row_text(header: Sequence[str], cells: Sequence[str]) -> str:
     return "; ".join(pairs)
 
 
+_BLOCK_START = re.compile(r"^\s*(?:[-*+•·]\s|\d{1,3}[.)]\s|[一二三四五六七八九十]+、|#|\||```|[-=_*]{3,}\s*$|\*\*[^*]+:\*\*)")
+_SENTENCE_END = ("。", "！", "？", "：", ":", "；")
+
+
+def unwrap(text: str, *, width: int | None = None) -> str:
+    """Join the lines a writer's editor wrapped back into the sentences and list items they are.
+
+    "Temporary glue setpoint raised from 160 °C to" / "165 °C" is one statement: split over two
+    lines, the line a question matches loses its value. A line starts a new one when it is
+    blank or after a blank, a list item, a heading, a table row or a rule, or when the line
+    before ends a Chinese sentence or a label. ``width``: for plain text, only a line at least
+    ~70% of it long was wrapped (a short line ended where its writer ended it); Markdown
+    (``None``) always joins, as Markdown renders it.
+    """
+    out: list[str] = []
+    can_join = False
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if not line.strip():
+            out.append("")
+            can_join = False
+            continue
+        if can_join and out and not _BLOCK_START.match(line):
+            prev = out[-1]
+            glue = "" if (_is_cjk(prev[-1]) and _is_cjk(line.strip()[0])) else " "
+            out[-1] = prev + glue + line.strip()
+        else:
+            out.append(line)
+        long_enough = width is None or len(line) >= 0.7 * width
+        can_join = long_enough and not line.endswith(_SENTENCE_END) and not re.match(r"^\s*(?:#|\||[-=_*]{3,}\s*$)", line)
+    return "\n".join(out)
+
+
+def _is_cjk(ch: str) -> bool:
+    return "\u3000" <= ch <= "\u9fff" or "\uff00" <= ch <= "\uffef"
+
+
 def _md_table_rows(lines: list[str]) -> list[str]:
     """Markdown table lines to ``column: value`` lines (the header row names the columns)."""
     rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines]
@@ -45,8 +82,11 @@ def _md_table_rows(lines: list[str]) -> list[str]:
     return [_row_text(header, r) for r in body]
 
 
-def parse_markdown(name: str, text: str) -> list[Section]:
-    """Markdown: a section per heading, title path from the heading hierarchy, tables as rows."""
+def parse_markdown(name: str, text: str, *, wrapped: bool = False) -> list[Section]:
+    """Markdown: a section per heading, title path from the heading hierarchy, tables as rows.
+
+    ``wrapped``: the text is a Markdown file as a person wrote it, whose soft line breaks are
+    joined (``unwrap``); HTML and Word documents come here already one line per block."""
     sections: list[Section] = []
     stack: list[tuple[int, str]] = []
     body: list[str] = []
@@ -66,7 +106,7 @@ def parse_markdown(name: str, text: str) -> list[Section]:
             sections.append(Section(locator=f"section {current}" if current else "paragraph 1", title=title, text=text_))
         body.clear()
 
-    for raw in text.splitlines():
+    for raw in (unwrap(text) if wrapped else text).splitlines():
         m = _MD_HEADING.match(raw)
         if m:
             flush()
@@ -96,7 +136,9 @@ def _is_heading_line(line: str) -> bool:
 
 def parse_text(name: str, text: str) -> list[Section]:
     """Plain text: headings framed by rule lines (or upper-case / 一、 headings) make sections;
-    without headings, each paragraph is ``paragraph N``."""
+    without headings, each paragraph is ``paragraph N``. Wrapped lines are joined (``unwrap``)."""
+    widths = sorted(len(ln.rstrip()) for ln in text.splitlines() if ln.strip() and not _RULE.match(ln))
+    text = unwrap(text, width=widths[int(0.9 * (len(widths) - 1))] if widths else None)
     lines = text.splitlines()
     heads: list[int] = []
     for i, ln in enumerate(lines):
@@ -368,8 +410,8 @@ def _decode_text(name: str, data: bytes) -> str:
 
 
 PARSERS: dict[str, Callable[[str, bytes], list[Section]]] = {
-    ".md": lambda n, d: parse_markdown(n, _decode_text(n, d)),
-    ".markdown": lambda n, d: parse_markdown(n, _decode_text(n, d)),
+    ".md": lambda n, d: parse_markdown(n, _decode_text(n, d), wrapped=True),
+    ".markdown": lambda n, d: parse_markdown(n, _decode_text(n, d), wrapped=True),
     ".txt": lambda n, d: parse_text(n, _decode_text(n, d)),
     ".pdf": parse_pdf,
     ".csv": lambda n, d: parse_csv(n, _decode_text(n, d)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -66,23 +67,38 @@ _STOP = frozenset(
 )
 
 
+_LINE_REF = re.compile(r"\bline\s*(\d{1,2})\b|(\d{1,2})\s*号?\s*线|\bL(\d{1,2})-", re.IGNORECASE)
+
+
 def _terms(text: str) -> set[str]:
     words = {w.casefold().strip(".,") for w in _WORD.findall(text)}
     cjk = {text[i : i + 2] for i in range(len(text) - 1) if all("\u3400" <= c <= "\u9fff" for c in text[i : i + 2])}
-    return {w for w in words | cjk if w not in _STOP and len(w) >= 2}
+    # "Line 3", "3 线", "3号线" and the asset tag "L3-FIL-01" are one term: which line a value is
+    # for is the difference between the right and the wrong answer.
+    lines = {"line#" + "".join(m) for m in _LINE_REF.findall(text)}
+    return {w for w in words | cjk if w not in _STOP and len(w) >= 2} | lines
 
 
 def focus(question: str, text: str, keep: int = FOCUS_LINES) -> str:
-    """The lines of a passage that share the most words with the question, in their original order.
+    """The lines of a passage that best match the question, in their original order.
 
     A chunk of a table or a manual page holds several similar values; a 0.5B model reads
     the right one far more often when the neighbours that do not match are not there.
+    Each question word a line shares counts by how rare it is among the passage's lines
+    (log(1 + lines / lines with it)): on a page where every line says "labeler", the line
+    with "over-temperature" is the one asked about.
     """
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if len(lines) <= keep:
         return "\n".join(lines)
     q = _terms(question)
-    scored = sorted(range(len(lines)), key=lambda i: (-len(q & _terms(lines[i])), i))[:keep]
+    shared = [q & _terms(ln) for ln in lines]
+    df: dict[str, int] = {}
+    for terms in shared:
+        for t in terms:
+            df[t] = df.get(t, 0) + 1
+    weight = {t: math.log(1 + len(lines) / n) for t, n in df.items()}
+    scored = sorted(range(len(lines)), key=lambda i: (-sum(weight[t] for t in shared[i]), i))[:keep]
     return "\n".join(lines[i] for i in sorted(scored))
 
 

@@ -207,7 +207,7 @@ def fusion_weights(question: str) -> tuple[float, float, float]:
     ranking is mostly noise, so the lexical rankings carry the decision (docs/retrieval.md).
     """
     if _CJK_RUN.search(question):
-        return (0.25, 1.0, 1.0)
+        return (0.25, 1.0, 0.25)
     return (1.0, 1.0, 1.0)
 
 

@@ -29,7 +29,7 @@ from services.retriever.handlers import (
     record_preference,
 )
 
-MAX_TERM_SHARE = 0.2
+MAX_TERM_SHARE = 0.5
 """Question words found in more than a fifth of all chunks are left out of the BM25 query."""
 MAX_TERM_DF = 2000
 """...and so are words found in more than 2000 chunks: at 100k chunks a word in 16k of them

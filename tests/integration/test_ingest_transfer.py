@@ -26,6 +26,7 @@ from lineside.client import PIECE_BYTES, ingest, wait_online
 from lineside.settings import Connection
 from schemas import codec, topics
 from schemas.messages import IndexChunks, IngestPart
+from services.ingest.handlers import PARSING
 
 ROOT = Path(__file__).resolve().parents[2]
 STALL_S = 3.0
@@ -191,7 +192,7 @@ def test_a_multi_piece_file_is_reassembled_and_its_chunks_published(service: Ser
     assert stages == ["received", "parsed"]
     assert final["chunks"] == len(msg.chunks) > 100
     assert msg.doc == "filler_valves.txt"
-    assert msg.version == hashlib.sha256(data).hexdigest()
+    assert msg.version == f"{hashlib.sha256(data).hexdigest()}/parse-{PARSING}"
     texts = "\n".join(c.text for c in msg.chunks)
     assert "Valve V-00000 on filler head 0" in texts
     assert "Valve V-08999 on filler head 39" in texts  # the last piece made it too
@@ -242,7 +243,7 @@ def test_duplicated_pieces_are_tolerated(service: Service) -> None:
     final, stages, indexed = asyncio.run(run())
     assert stages == ["received", "parsed"], final
     assert [m.doc for m in indexed] == ["redelivered.txt"]
-    assert indexed[0].version == hashlib.sha256(data).hexdigest()
+    assert indexed[0].version == f"{hashlib.sha256(data).hexdigest()}/parse-{PARSING}"
     [received] = [r for r in service.log_records() if r.get("event") == "transfer_received"]
     assert received["duplicates"] == 3  # pieces 0, 1 and 2 again; the two after the end are dropped unseen
 

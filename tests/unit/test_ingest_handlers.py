@@ -6,7 +6,7 @@ import pytest
 
 from lineside.errors import DocumentError
 from schemas.messages import IngestDocument
-from services.ingest.handlers import doc_id_of, process
+from services.ingest.handlers import PARSING, doc_id_of, process
 
 
 def _doc(name: str, content: bytes, sha: str | None = None, line: str | None = None) -> IngestDocument:
@@ -17,7 +17,7 @@ def test_markdown_becomes_chunks_with_provenance():
     msg = process(_doc("w.md", b"# Pump P-201\n\n## Torque\n\nFlange bolts: 85 N\xc2\xb7m\n"), 1 << 20)
     assert msg.doc == "w.md"
     assert msg.doc_id == doc_id_of("w.md")
-    assert msg.version == hashlib.sha256(b"# Pump P-201\n\n## Torque\n\nFlange bolts: 85 N\xc2\xb7m\n").hexdigest()
+    assert msg.version == hashlib.sha256(b"# Pump P-201\n\n## Torque\n\nFlange bolts: 85 N\xc2\xb7m\n").hexdigest() + f"/parse-{PARSING}"
     assert [c.locator for c in msg.chunks] == ["section Pump P-201", "section Torque"]
 
 

@@ -59,7 +59,7 @@ def test_csv_rows_keep_their_columns_and_line():
 
 def test_plain_text_without_headings_is_paragraphs():
     sections = parsers.parse_text("n.txt", "first para\nstill first\n\nsecond para")
-    assert [(s.locator, s.text) for s in sections] == [("paragraph 1", "first para\nstill first"), ("paragraph 2", "second para")]
+    assert [(s.locator, s.text) for s in sections] == [("paragraph 1", "first para still first"), ("paragraph 2", "second para")]
 
 
 def test_html_drops_navigation_and_scripts():
@@ -150,3 +150,34 @@ def test_repetitive_body_lines_are_not_mistaken_for_running_headers():
     assert len(sections) == 6
     assert "Step 4: tighten screw S-4 to 9 N·m." in sections[5].text
     assert "Manual X" not in sections[0].text  # the real running header still goes
+
+
+def test_wrapped_lines_are_joined_into_the_statement_they_are():
+    md = (
+        "## Day shift\n\n"
+        "- **Line 3:** glue temperature drifting. Temporary glue setpoint raised from 160 °C to\n"
+        "  165 °C - revert after the repair.\n"
+        "- **Line 2:** all 12 heads in range.\n"
+    )
+    text = parsers.parse_markdown("handover.md", md, wrapped=True)[0].text
+    assert "raised from 160 °C to 165 °C - revert" in text
+    assert "\n- **Line 2:** all 12 heads in range." in text  # a new list item stays its own line
+
+    notice = (
+        "NOTICE\n"
+        "Issued: 2026-11-30\n\n"
+        "From 2026-12-01, Line 3 runs 38 mm 3-start caps from the new supplier\n"
+        "Vireo Closures (carton label lot prefix VC38). The capper application\n"
+        "torque setpoint stays unchanged.\n\n"
+        "1. Keep the first 5 cartons\n"
+        "2. Call QA\n"
+    )
+    body = "\n".join(s.text for s in parsers.parse_text("notice.txt", notice))
+    assert "from the new supplier Vireo Closures (carton" in body
+    assert "NOTICE\nIssued: 2026-11-30" in body  # short lines ended where their writer ended them
+    assert "1. Keep the first 5 cartons\n2. Call QA" in body
+
+
+def test_chinese_wrapped_lines_join_without_a_space():
+    text = parsers.parse_markdown("cip.md", "## 碱洗\n\n碱洗温度 80 °C，时\n间 30 min。\n", wrapped=True)[0].text
+    assert "碱洗温度 80 °C，时间 30 min。" in text
