@@ -346,9 +346,11 @@ def names_a_line(text: str) -> bool:
 def exact_counts(question: str, passages: Sequence[Passage], today: dt.date | None = None) -> dict[int, int]:
     """How many of the question's exact groups each passage contains (chunk id to count).
 
-    A passage that names no line at all (a fault-code table, a plant-wide rule) counts as
-    matching the question's line: it applies to every line. One that names only other lines
-    does not.
+    A passage that names no line at all (a fault-code table) but has a code or date the
+    question names counts as matching the question's line too: it applies to every line. One
+    that names only other lines does not, nor does a general one when the line is all the
+    question names exactly ("the cam track of the Line 3 capper" wants the Line 3 schedule,
+    not the general greasing advice).
     """
     groups = [[t.casefold() for t in g] for g in exact_groups(question, today)]
     if not groups:
@@ -358,7 +360,7 @@ def exact_counts(question: str, passages: Sequence[Passage], today: dt.date | No
     for p in passages:
         blob = f"{p.title}\n{p.text}".casefold()
         n = sum(any(t in blob for t in g) for g in groups)
-        if line_groups and not names_a_line(blob):
+        if n and line_groups and not names_a_line(blob):
             n += line_groups
         if n:
             out[p.chunk_id] = n
