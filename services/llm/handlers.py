@@ -153,7 +153,35 @@ def extract(question: str, passages: Sequence[Passage], *, cite: bool = True) ->
     quoted = " / ".join(" ".join(line.split()) for line in best.splitlines() if line.strip())
     if len(quoted) > QUOTE_CHARS:
         quoted = quoted[: QUOTE_CHARS - 1] + "\u2026"
-    return f"\u201c{quoted}\u201d" + (" [1]" if cite else "")
+    out = f"\u201c{quoted}\u201d" + (" [1]" if cite else "")
+    more = second_evidence(question, best, passages[1:])
+    if more is not None:
+        n, line = more
+        out += f" \u201c{line[:QUOTE_CHARS]}\u201d" + (f" [{n + 2}]" if cite else "")
+    return out
+
+
+SECOND_MIN_TERMS = 2
+"""Question words a line of another document must add before it is quoted too."""
+
+
+def second_evidence(question: str, quoted: str, others: Sequence[Passage]) -> tuple[int, str] | None:
+    """The line of another passage that states what the quoted lines leave out, or None.
+
+    "How often does QA normally check the torque, and what interval applies on Line 3 from
+    2026-12-01?" has its answer in a work instruction and in a notice: the best passage's lines
+    answer one half. A line of another passage among ``others`` (the rest of the prompt's
+    passages, best first) is quoted too when it has at least ``SECOND_MIN_TERMS`` question words
+    the quoted lines do not have. Returns its index in ``others`` and the line.
+    """
+    missing = _terms(question) - _terms(quoted)
+    best: tuple[int, int, str] | None = None
+    for i, p in enumerate(others[:3]):
+        for line in p.text.splitlines():
+            gain = len(missing & _terms(line))
+            if gain >= SECOND_MIN_TERMS and (best is None or gain > best[0]):
+                best = (gain, i, " ".join(line.split()))
+    return (best[1], best[2]) if best else None
 
 
 QUOTE_CHARS = 400

@@ -160,9 +160,37 @@ def content_words(question: str) -> list[str]:
     codes = {c.casefold() for c in identifiers(question)}
     return [
         t
-        for t in lexical_terms(question)
+        for t in lexical_terms(_LINE_EN.sub(" ", question))  # "Line 2": checked as a line (unknown_terms)
         if len(t) >= 3 and t.isascii() and any(c.isalpha() for c in t) and t.casefold() not in codes and not _CODE.fullmatch(t)
     ]
+
+
+_PART_SPLIT = re.compile(r"[?？]\s*|[.。：:;；]\s+(?=[A-Z\u4e00-\u9fff])|,?\s+and\s+(?=(?:what|which|how|where|when|who)\b)", re.IGNORECASE)
+PART_MIN_WORDS = 3
+"""A part of a question is searched on its own only when it has this many search terms."""
+
+
+def question_parts(question: str) -> list[str]:
+    """The separate questions inside one ("How often does QA check ..., and what interval applies
+    on Line 3 ...?"), each with the codes and line the whole question names; [] for one question.
+
+    Facts asked for together often sit in different documents (the normal interval in the work
+    instruction, the temporary one in a notice); one search for the whole question finds the
+    document that matches most of it and misses the other.
+    """
+    pieces = [p.strip(" ,，") for p in _PART_SPLIT.split(question) if p and p.strip(" ,，")]
+    pieces = [p for p in pieces if len(lexical_terms(p)) >= PART_MIN_WORDS]
+    if len(pieces) < 2:
+        return []
+    codes, lines = identifiers(question), line_mentions(question)
+
+    def with_context(part: str) -> str:
+        extra = [c for c in codes if c not in part]
+        if not line_mentions(part):
+            extra += [f"Line {n}" for n in lines]
+        return " ".join([part, *extra])
+
+    return [with_context(p) for p in pieces]
 
 
 def fts_query(terms: Sequence[str]) -> str:
@@ -294,11 +322,21 @@ def _month_prev(day: dt.date) -> tuple[int, int]:
     return (day.year, day.month - 1) if day.month > 1 else (day.year - 1, 12)
 
 
+_QUANTITY = re.compile(r"(?<![\w.,-])(\d+(?:[.,]\d+)?)\s?(ml|mL|L|l|mm|cm|kg|g|bar|°C|N·m|Nm|kW|bph)(?![\w·])")
+
+
+def quantity_spellings(number: str, unit: str) -> list[str]:
+    """How documents write a quantity a question selects by ("the 1.0 L format", "38 mm caps")."""
+    return [f"{number} {unit}", f"{number}{unit}"]
+
+
 def exact_groups(question: str, today: dt.date | None = None) -> list[list[str]]:
-    """Exact things a question names: each code, part number and date (absolute, or relative to
-    ``today`` when given), and the production line (a group of the spellings documents use for
-    it). A passage matches a group when it contains any of its strings."""
+    """Exact things a question names: each code, part number, quantity with its unit ("1.0 L",
+    "38 mm") and date (absolute, or relative to ``today`` when given), and the production line (a
+    group of the spellings documents use for it). A passage matches a group when it contains any
+    of its strings."""
     groups = [[t] for t in [*identifiers(question), *_DATE.findall(question)]]
+    groups.extend(quantity_spellings(n, u) for n, u in dict.fromkeys(_QUANTITY.findall(question)))
     if not _DATE.search(question):
         groups.extend(date_groups(question))
         if today is not None:

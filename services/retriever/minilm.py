@@ -11,7 +11,6 @@ sentence-transformers' own ``encode``.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +59,9 @@ class BertEncoder:
                 return y.view(n, t, self.heads, d).transpose(1, 2)
 
             q, k, v = (split(self._dense(x, f"{p}.attention.self.{m}")) for m in ("query", "key", "value"))
-            scores = q @ k.transpose(-1, -2) / math.sqrt(d) + bias
-            ctx = (scores.softmax(-1) @ v).transpose(1, 2).reshape(n, t, -1)
+            # Fused attention (as transformers' BertModel uses by default): no (batch, heads,
+            # tokens, tokens) score tensors left behind for the allocator to keep.
+            ctx = f.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(n, t, -1)
             x = self._ln(self._dense(ctx, f"{p}.attention.output.dense") + x, f"{p}.attention.output.LayerNorm")
             h = f.gelu(self._dense(x, f"{p}.intermediate.dense"))
             x = self._ln(self._dense(h, f"{p}.output.dense") + x, f"{p}.output.LayerNorm")

@@ -19,10 +19,10 @@ class RetrieverSettings(Connection, kw_only=True):
     batch_size: Annotated[
         int,
         msgspec.Meta(
-            description="Chunks embedded per batch while indexing (8: faster than 32 on 2 cores, 47 vs 39 chunks/s on the dev "
-            "corpus, and ~250 MB lower peak memory; bench/ingest.py --batch)",
+            description="Chunks embedded per batch while indexing (4: as fast as 8 on 2 cores, 52 vs 50 chunks/s on the dev "
+            "corpus, and ~90 MiB lower peak memory, 422 vs 515 MiB in-process; bench/ingest.py --batch)",
             ge=1,
         ),
-    ] = 8
+    ] = 4
     oversample: Annotated[int, msgspec.Meta(description="Vector candidates fetched per requested passage before filtering", ge=1)] = 8
     max_top_k: Annotated[int, msgspec.Meta(description="Upper bound on passages per search", ge=1)] = 20

@@ -85,3 +85,72 @@ def test_document_types_by_extension():
         "bin",
         "unknown",
     ]
+
+
+def _p(cid: int, text: str, score: float = 0.5):
+    from schemas.messages import Passage
+
+    return Passage(chunk_id=cid, doc="d", doc_id="d", locator=f"row {cid}", text=text, score=score)
+
+
+def test_quantities_a_question_selects_by_are_exact_groups():
+    assert ["1.0 L", "1.0L"] in h.exact_groups("Which vent tube for the 1.0 L format on Line 3?")
+    assert ["500 ml", "500ml"] in h.exact_groups("the 500ml bottles")
+    assert h.exact_groups("What is the torque?") == []
+    rows = [
+        _p(1, "Format: 1.5 L PET; Line: Line 3; Vent tube: VT-1500-78", 0.7),
+        _p(2, "Format: 1.0 L PET; Line: Line 3; Vent tube: VT-1000-70", 0.4),
+    ]
+    assert h.exact_ranking("Which vent tube for the 1.0 L format on Line 3?", rows) == [2, 1]
+
+
+def test_a_fault_table_row_that_names_no_line_matches_the_line_of_a_code_question():
+    table = _p(1, "Code: E-104; Machine: LX-300 Labeler; Description: web break")
+    other_line = _p(2, "Line 2 labeler: E-104 reset twice")
+    general = _p(3, "Wipe grease nipples clean before and after greasing.")
+    counts = h.exact_counts("Line 3 labeler shows E-104: what does it mean?", [table, other_line, general])
+    assert counts == {1: 2, 2: 1}
+    # The line alone: advice that names no line does not count as the Line 3 schedule.
+    assert h.exact_counts("How often is the Line 3 capper greased?", [general]) == {}
+
+
+def test_log_rows_first_for_events_reference_rows_first_otherwise():
+    log = _p(1, "date: 2026-10-03; line: Line 3; machine: LX-300 Labeler; fault_code: E-104; cause: web tore")
+    table = _p(2, "Code: E-104; Machine: LX-300 Labeler; Description: web break")
+    assert h.record_preference("Why did Line 3 stop on 2026-10-03?", [log, table]) == {1: 1, 2: 0}
+    assert h.record_preference("What does E-104 mean on the labeler?", [log, table]) == {1: -1, 2: 0}
+    assert h.asks_about_an_event("为什么 3 线停机？")
+
+
+def test_content_words_leave_out_codes_numbers_and_stopwords():
+    assert h.content_words("What is the preform heating profile of the blow molder on Line 2 (E-104)?") == [
+        "preform",
+        "heating",
+        "profile",
+        "blow",
+        "molder",
+    ]
+
+
+def test_a_question_that_asks_two_things_is_searched_in_parts_with_its_codes_and_line():
+    parts = h.question_parts(
+        "How often does QA normally check cap removal torque during production, and what interval applies on Line 3 from 2026-12-01?"
+    )
+    assert parts == [
+        "How often does QA normally check cap removal torque during production Line 3",
+        "what interval applies on Line 3 from 2026-12-01",
+    ]
+    assert h.question_parts("What does fault code E-104 mean on the RF-40 filler?") == []
+    assert h.question_parts("3 线贴标机报 E-104 是什么意思？卷带张力应该设为多少？") == [
+        "3 线贴标机报 E-104 是什么意思",
+        "卷带张力应该设为多少 E-104 Line 3",
+    ]
+
+
+def test_merged_parts_keep_the_best_first_and_bring_each_part_in():
+    from services.retriever.search import merge_parts
+
+    whole = [_p(1, "a"), _p(2, "b"), _p(3, "c"), _p(4, "d")]
+    merged = merge_parts(whole, [[_p(1, "a"), _p(7, "x")], [_p(8, "y")]], 4)
+    assert [p.chunk_id for p in merged] == [1, 7, 8, 2]
+    assert [p.chunk_id for p in merge_parts(whole, [[_p(2, "b")]], 4)] == [1, 2, 3, 4]
