@@ -32,8 +32,8 @@ from schemas.messages import (
     RetrieverInbox,
 )
 from services.retriever.adapters import Index, MiniLM
-from services.retriever.handlers import Filters, embedding_text, question_parts
-from services.retriever.search import SearchResult, hybrid_search, merge_parts
+from services.retriever.handlers import Filters, embedding_text
+from services.retriever.search import SearchResult, hybrid_search
 from services.retriever.settings import RetrieverSettings
 
 MIN_POOL = 32
@@ -67,19 +67,10 @@ async def main() -> None:
     json_enc = msgspec.json.Encoder()
 
     def search(req: RetrieveRequest) -> SearchResult:
-        parts = question_parts(req.question)
-        vecs = embedder.embed([req.question, *parts])
+        vec = embedder.embed([req.question])[0]
         k = min(req.top_k, settings.max_top_k)
-        pool = max(k * settings.oversample, MIN_POOL)
         scope = Filters(line=req.line, machine=req.machine, doc_type=req.doc_type)
-        found = hybrid_search(index, vecs[0], req.question, k, pool, filters=scope, today=today_of(req))
-        if not parts:
-            return found
-        # A question that asks several things: each part searched too, its best passage brought in.
-        per_part = [
-            hybrid_search(index, v, p, 2, pool, filters=scope, today=today_of(req)).passages for p, v in zip(parts, vecs[1:], strict=True)
-        ]
-        return found._replace(passages=merge_parts(found.passages, per_part, k))
+        return hybrid_search(index, vec, req.question, k, max(k * settings.oversample, MIN_POOL), filters=scope, today=today_of(req))
 
     async def handle_search(bus: Bus, req: RetrieveRequest) -> None:
         t = time.perf_counter()

@@ -165,34 +165,6 @@ def content_words(question: str) -> list[str]:
     ]
 
 
-_PART_SPLIT = re.compile(r"[?？]\s*|[.。：:;；]\s+(?=[A-Z\u4e00-\u9fff])|,?\s+and\s+(?=(?:what|which|how|where|when|who)\b)", re.IGNORECASE)
-PART_MIN_WORDS = 3
-"""A part of a question is searched on its own only when it has this many search terms."""
-
-
-def question_parts(question: str) -> list[str]:
-    """The separate questions inside one ("How often does QA check ..., and what interval applies
-    on Line 3 ...?"), each with the codes and line the whole question names; [] for one question.
-
-    Facts asked for together often sit in different documents (the normal interval in the work
-    instruction, the temporary one in a notice); one search for the whole question finds the
-    document that matches most of it and misses the other.
-    """
-    pieces = [p.strip(" ,，") for p in _PART_SPLIT.split(question) if p and p.strip(" ,，")]
-    pieces = [p for p in pieces if len(lexical_terms(p)) >= PART_MIN_WORDS]
-    if len(pieces) < 2:
-        return []
-    codes, lines = identifiers(question), line_mentions(question)
-
-    def with_context(part: str) -> str:
-        extra = [c for c in codes if c not in part]
-        if not line_mentions(part):
-            extra += [f"Line {n}" for n in lines]
-        return " ".join([part, *extra])
-
-    return [with_context(p) for p in pieces]
-
-
 def fts_query(terms: Sequence[str]) -> str:
     """An FTS5 MATCH expression: any of the quoted terms."""
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -102,18 +101,3 @@ def hybrid_search(
     )
     hits = [p for p in candidates if scope.allows(p)][:k]
     return SearchResult(hits, unknown, bool(hits) and exact_match(question, hits[0]), len(words), absent)
-
-
-def merge_parts(whole: list[Passage], parts: Sequence[Sequence[Passage]], k: int) -> list[Passage]:
-    """The whole question's passages with the best passage of each of its parts (``question_parts``)
-    brought into the first ``k``: right after the whole question's best, which stays first (the
-    fallback decision and the quoted lines rest on it), in the order of the parts."""
-    out = list(whole[:1])
-    seen = {p.chunk_id for p in out}
-    for found in parts:
-        best = next((p for p in found if p.chunk_id not in seen), None)
-        if best is not None and not any(p.chunk_id == best.chunk_id for p in whole[:1]):
-            out.append(best)
-            seen.add(best.chunk_id)
-    out += [p for p in whole[1:] if p.chunk_id not in seen]
-    return out[:k]

@@ -130,27 +130,3 @@ def test_content_words_leave_out_codes_numbers_and_stopwords():
         "blow",
         "molder",
     ]
-
-
-def test_a_question_that_asks_two_things_is_searched_in_parts_with_its_codes_and_line():
-    parts = h.question_parts(
-        "How often does QA normally check cap removal torque during production, and what interval applies on Line 3 from 2026-12-01?"
-    )
-    assert parts == [
-        "How often does QA normally check cap removal torque during production Line 3",
-        "what interval applies on Line 3 from 2026-12-01",
-    ]
-    assert h.question_parts("What does fault code E-104 mean on the RF-40 filler?") == []
-    assert h.question_parts("3 线贴标机报 E-104 是什么意思？卷带张力应该设为多少？") == [
-        "3 线贴标机报 E-104 是什么意思",
-        "卷带张力应该设为多少 E-104 Line 3",
-    ]
-
-
-def test_merged_parts_keep_the_best_first_and_bring_each_part_in():
-    from services.retriever.search import merge_parts
-
-    whole = [_p(1, "a"), _p(2, "b"), _p(3, "c"), _p(4, "d")]
-    merged = merge_parts(whole, [[_p(1, "a"), _p(7, "x")], [_p(8, "y")]], 4)
-    assert [p.chunk_id for p in merged] == [1, 7, 8, 2]
-    assert [p.chunk_id for p in merge_parts(whole, [[_p(2, "b")]], 4)] == [1, 2, 3, 4]
