@@ -12,13 +12,12 @@ from tests.conftest import CORPUS, start_stack
 
 pytestmark = [pytest.mark.corpus, pytest.mark.e2e]
 
-PASS_RATE = 0.65
-"""A regression floor, not the goal. The question-path issue asks for 80%; with the default
-0.5B model this system measures 71% (37/52) on this machine, deterministic under greedy
-decoding (52% before answers were followed by the quoted source lines): retrieval finds an
-expected source in the top 3 for 40 of 41 answerable questions and 10 of 11 out-of-scope
-questions fall back, but the model misreads or paraphrases facts and the quoted lines are
-sometimes the wrong ones. Raise this floor as generation improves; see README "Measured"."""
+PASS_RATE = 0.85
+"""The ingest issue's bar (the question-path issue asked for 80%). Measured 45 of 52 (86.5%) on
+this machine, deterministic under greedy decoding for one llama.cpp build; the retrieval issue's
+90% is not reached: the questions that still fail need facts from two documents (4), the right
+chunk of a Chinese manual page (1), or are out of scope and look answerable (1). See README
+"Measured" and docs/retrieval.md for what each change did."""
 
 
 @pytest.mark.timeout(1800)
@@ -34,7 +33,7 @@ def test_dev_corpus_pass_rate(tmp_path_factory):
     finally:
         stack.stop()
     print(f"\ncorpus, retrieval only: {json.dumps(retrieval)}")
-    # Retrieval alone (no LLM): the issue's bar is recall@3 >= 0.95; measured 0.98 (40 of 41).
+    # Retrieval alone (no LLM): the issue's bar is recall@3 >= 0.95; measured 1.0 (41 of 41).
     assert retrieval["cited_recall@3"] >= 0.95, retrieval
     assert retrieval["fallback_recall"] >= 0.9, retrieval
     assert retrieval["answerable_fell_back"] <= 1, retrieval
