@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the retriever service runs (services/retriever/__main__.py)
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # as the retriever service runs (services/retriever/__main__.py)
 
 import numpy as np  # noqa: E402
 
