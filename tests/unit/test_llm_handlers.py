@@ -106,24 +106,8 @@ def test_packing_leaves_out_a_passage_already_contained_in_one_that_went_in():
 
 
 def test_a_second_passage_is_quoted_when_it_answers_what_the_first_leaves_out():
-    from schemas.messages import Passage
-
-    notice = Passage(
-        chunk_id=1,
-        doc="notice.txt",
-        doc_id="n",
-        locator="section 1",
-        score=0.7,
-        text="During 2026-12-01 to 2026-12-15 QA checks the cap removal torque on Line 3 every 30 minutes.",
-    )
-    qwi = Passage(
-        chunk_id=2,
-        doc="QWI.docx",
-        doc_id="q",
-        locator="section 4 Frequency",
-        score=0.6,
-        text="4 Frequency\nNormally QA checks removal torque once every 60 minutes during production.\nRecords go to the QA system.",
-    )
+    notice = _p("During 2026-12-01 to 2026-12-15 QA checks the cap removal torque on Line 3 every 30 minutes.", 1)
+    qwi = _p("4 Frequency\nNormally QA checks removal torque once every 60 minutes during production.\nRecords go to the QA system.", 2)
     q = "How often does QA normally check cap removal torque during production, and what interval applies on Line 3?"
     quote = h.extract(q, [notice, qwi])
     assert "30 minutes" in quote
