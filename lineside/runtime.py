@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import faulthandler
+import functools
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -69,3 +71,24 @@ class Counters:
         """Add one to ``name`` and return the new value."""
         self.values[name] = self.values.get(name, 0) + 1
         return self.values[name]
+
+
+T = TypeVar("T")
+
+
+class ComputeThread:
+    """One thread that makes every call into a native model library (llama.cpp, torch, FAISS).
+
+    Their OpenMP thread teams belong to the thread that calls them. Calls spread over asyncio's
+    default executor (``asyncio.to_thread``) land on new threads, each gets a team of its own,
+    and the idle teams' threads compete for the cores: llama.cpp generation took 7.7 s instead
+    of 5.4 s after a few calls that way, and stays at 5.4 s on one dedicated thread (measured on
+    this project's 2-core machine).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` on the compute thread, awaited."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))

@@ -13,7 +13,7 @@ import msgspec
 from lineside.bus import Bus, run_forever
 from lineside.errors import ModelError
 from lineside.log import configure
-from lineside.runtime import Counters, decoded, run
+from lineside.runtime import ComputeThread, Counters, decoded, run
 from lineside.settings import load
 from schemas import codec, topics
 from schemas.messages import GenerateDelta, GenerateReply, GenerateRequest, LlmInbox
@@ -38,13 +38,14 @@ async def main() -> None:
     settings = load(LlmSettings, "LINESIDE_LLM_")
     log = configure("llm")
     t0 = time.perf_counter()
+    compute = ComputeThread("llama")
     model: ChatModel | None = None
     if settings.profile == EXTRACTIVE and not settings.model:
         name = EXTRACTIVE_NAME
         log.info("ready", model=name, note="no language model: answers quote the best passage")
     else:
         path, name = await asyncio.to_thread(resolve, settings.profile, settings.model, settings.model_dir)
-        model = await asyncio.to_thread(LlamaCpp, path, name, threads=settings.threads, context=settings.context)
+        model = await compute.run(LlamaCpp, path, name, threads=settings.threads, context=settings.context)
         log.info("ready", model=name, path=str(path), load_s=round(time.perf_counter() - t0, 2))
     decode = codec.decoder(LlmInbox)
     counters = Counters()
@@ -59,7 +60,7 @@ async def main() -> None:
         """Generate, publishing each piece of text to the asker when it asked for a stream."""
         assert model is not None
         if not (req.stream and topics.is_valid_publish_topic(req.reply_to)):
-            return await asyncio.to_thread(model.chat, messages, settings.max_tokens)
+            return await compute.run(model.chat, messages, settings.max_tokens)
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
 
@@ -86,9 +87,7 @@ async def main() -> None:
 
         sender = asyncio.create_task(forward())
         try:
-            return await asyncio.to_thread(
-                model.chat, messages, settings.max_tokens, lambda d: loop.call_soon_threadsafe(pieces.put_nowait, d)
-            )
+            return await compute.run(model.chat, messages, settings.max_tokens, lambda d: loop.call_soon_threadsafe(pieces.put_nowait, d))
         finally:
             pieces.put_nowait(None)
             await sender

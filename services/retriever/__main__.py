@@ -20,7 +20,7 @@ import msgspec
 
 from lineside.bus import Bus, run_forever
 from lineside.log import configure
-from lineside.runtime import Counters, decoded, run
+from lineside.runtime import ComputeThread, Counters, decoded, run
 from lineside.settings import load
 from schemas import codec, topics
 from schemas.messages import (
@@ -61,7 +61,8 @@ async def main() -> None:
     settings = load(RetrieverSettings, "LINESIDE_RETRIEVER_")
     log = configure("retriever")
     t0 = time.perf_counter()
-    embedder = await asyncio.to_thread(MiniLM, settings.threads, settings.batch_size)
+    compute = ComputeThread("embed")
+    embedder = await compute.run(MiniLM, settings.threads, settings.batch_size)
     index = Index(Path(settings.data_dir) / "index")
     log.info("ready", chunks=len(index), docs=len(index.documents()), load_s=round(time.perf_counter() - t0, 2))
     decode = codec.decoder(RetrieverInbox)
@@ -79,7 +80,7 @@ async def main() -> None:
         t = time.perf_counter()
         try:
             async with model_lock:
-                found = await asyncio.to_thread(search, req)
+                found = await compute.run(search, req)
             reply = RetrieveReply(
                 request_id=req.request_id,
                 passages=found.passages,
@@ -118,7 +119,7 @@ async def main() -> None:
             return
         try:
             async with model_lock:
-                vectors = await asyncio.to_thread(embedder.embed, [embedding_text(c) for c in msg.chunks])
+                vectors = await compute.run(embedder.embed, [embedding_text(c) for c in msg.chunks])
             await asyncio.to_thread(index.replace, msg.doc, msg.doc_id, msg.version, msg.chunks, vectors)
         except Exception as exc:
             log.exception("index_failed", doc=msg.doc, request_id=msg.request_id)
