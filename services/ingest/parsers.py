@@ -49,23 +49,30 @@ def unwrap(text: str, *, width: int | None = None) -> str:
     ~70% of it long was wrapped (a short line ended where its writer ended it); Markdown
     (``None``) always joins, as Markdown renders it.
     """
-    out: list[str] = []
-    can_join = False
+    out: list[list[str]] = []  # each logical line as its pieces, joined once at the end (no quadratic copying)
+    can_join = in_code = False
     for raw in text.splitlines():
         line = raw.rstrip()
+        fence = line.lstrip().startswith(("```", "~~~"))
+        in_code ^= fence
         if not line.strip():
-            out.append("")
+            out.append([])
             can_join = False
             continue
-        if can_join and out and not _BLOCK_START.match(line):
-            prev = out[-1]
-            glue = "" if (_is_cjk(prev[-1]) and _is_cjk(line.strip()[0])) else " "
-            out[-1] = prev + glue + line.strip()
+        if can_join and out and out[-1] and not _BLOCK_START.match(line):
+            glue = "" if (_is_cjk(out[-1][-1][-1]) and _is_cjk(line.strip()[0])) else " "
+            out[-1] += [glue, line.strip()]
         else:
-            out.append(line)
+            out.append([line])
         long_enough = width is None or len(line) >= 0.7 * width
-        can_join = long_enough and not line.endswith(_SENTENCE_END) and not re.match(r"^\s*(?:#|\||[-=_*]{3,}\s*$)", line)
-    return "\n".join(out)
+        # Inside a fenced code block every line is kept as written (configuration, PLC code).
+        can_join = (
+            not (in_code or fence)
+            and long_enough
+            and not line.endswith(_SENTENCE_END)
+            and not re.match(r"^\s*(?:#|\||[-=_*]{3,}\s*$)", line)
+        )
+    return "\n".join("".join(parts) for parts in out)
 
 
 def _is_cjk(ch: str) -> bool:

@@ -10,6 +10,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from schemas.lines import mentioned_lines
 from schemas.messages import Passage
 
 SYSTEM_EN = (
@@ -67,15 +68,12 @@ _STOP = frozenset(
 )
 
 
-_LINE_REF = re.compile(r"\bline\s*(\d{1,2})\b|(\d{1,2})\s*号?\s*线|\bL(\d{1,2})-", re.IGNORECASE)
-
-
 def _terms(text: str) -> set[str]:
     words = {w.casefold().strip(".,") for w in _WORD.findall(text)}
     cjk = {text[i : i + 2] for i in range(len(text) - 1) if all("\u3400" <= c <= "\u9fff" for c in text[i : i + 2])}
     # "Line 3", "3 线", "3号线" and the asset tag "L3-FIL-01" are one term: which line a value is
     # for is the difference between the right and the wrong answer.
-    lines = {"line#" + "".join(m) for m in _LINE_REF.findall(text)}
+    lines = {f"line#{n}" for n in mentioned_lines(text)}
     return {w for w in words | cjk if w not in _STOP and len(w) >= 2} | lines
 
 

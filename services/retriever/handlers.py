@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from schemas.lines import normalise_line
+from schemas.lines import LINE_MENTION, normalise_line
 from schemas.messages import Chunk, Passage
 
 EMBED_TITLE_CHARS = 200
@@ -345,12 +345,9 @@ def exact_match(question: str, passage: Passage) -> bool:
     return all(any(t.casefold() in blob for t in g) for g in exact_groups(question))
 
 
-_ANY_LINE = re.compile(r"\bline\s*\d{1,2}\b|\d{1,2}\s*号?\s*线|\bL\d{1,2}-", re.IGNORECASE)
-
-
 def names_a_line(text: str) -> bool:
     """True when ``text`` names any production line ('Line 2', '3 线', an asset tag 'L3-FIL-01')."""
-    return bool(_ANY_LINE.search(text))
+    return bool(LINE_MENTION.search(text))
 
 
 def exact_counts(question: str, passages: Sequence[Passage], today: dt.date | None = None) -> dict[int, int]:

@@ -181,3 +181,9 @@ def test_wrapped_lines_are_joined_into_the_statement_they_are():
 def test_chinese_wrapped_lines_join_without_a_space():
     text = parsers.parse_markdown("cip.md", "## 碱洗\n\n碱洗温度 80 °C，时\n间 30 min。\n", wrapped=True)[0].text
     assert "碱洗温度 80 °C，时间 30 min。" in text
+
+
+def test_lines_of_a_fenced_code_block_stay_as_written():
+    md = "## Config\n\nSet these:\n\n```\nspeed = 24000\ntorque = 3.1\n```\nafter the block\n"
+    text = parsers.parse_markdown("plc.md", md, wrapped=True)[0].text
+    assert "speed = 24000\ntorque = 3.1\n```\nafter the block" in text
