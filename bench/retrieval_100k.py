@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from schemas.messages import Chunk  # noqa: E402
 from services.retriever.adapters import DIM, Index, MiniLM  # noqa: E402
 from services.retriever.handlers import exact_groups, fts_all_query, fts_query, lexical_terms  # noqa: E402
-from services.retriever.search import MAX_TERM_DF, MAX_TERM_SHARE, hybrid_search  # noqa: E402
+from services.retriever.search import MAX_TERM_DF, MAX_TERM_SHARE, hybrid_search, search  # noqa: E402
 
 MACHINES = ["RF-40 Filler", "CP-12 Capper", "LX-300 Labeler", "BCD-750 Conveyor", "PX-200 Press", "SW-12 Wrapper"]
 WORDS = [
@@ -115,16 +115,29 @@ def main() -> int:
         faiss_ms.append((t3 - t2) * 1000)
         fts_ms.append((t4 - t3) * 1000)
     total = [a + b for a, b in zip(embed_ms, search_ms, strict=True)]
+    # Questions that ask two things: the service searches the whole question and then each ask
+    # (services/retriever/search.py: search), one embedding and one hybrid search more per ask.
+    multi = [
+        f"Line {rng.randint(1, 3)} stopped on 2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}. "
+        f"What does the fault code logged mean, and where is the spare part kept?"
+        for _ in range(args.queries // 4)
+    ]
+    multi_ms = []
+    for q in multi:
+        t0 = time.perf_counter()
+        search(index, lambda text: embedder.embed([text])[0], q, 4, 32)
+        multi_ms.append((time.perf_counter() - t0) * 1000)
     print(f"\n{len(questions)} queries against {len(index)} chunks (FAISS flat scan, float16 vectors), {os.cpu_count()} cores")
-    print(f"{'':40}{'p50 ms':>9}{'p95 ms':>9}")
+    print(f"{'':46}{'p50 ms':>9}{'p95 ms':>9}")
     for name, v in (
         ("embed question (all-MiniLM-L6-v2)", embed_ms),
         ("hybrid search (all three rankings)", search_ms),
         ("  raw FAISS search, k=32", faiss_ms),
         ("  raw FTS5 BM25, both queries", fts_ms),
         ("retrieval total (embed + search)", total),
+        ("two-ask question, total (3 x embed + search)", multi_ms),
     ):
-        print(f"{name:40}{statistics.median(v):9.1f}{pct(v, 0.95):9.1f}")
+        print(f"{name:46}{statistics.median(v):9.1f}{pct(v, 0.95):9.1f}")
     print(
         f"hybrid search / (raw FAISS + raw FTS5), medians: {statistics.median(search_ms) / (statistics.median(faiss_ms) + statistics.median(fts_ms)):.2f}"
     )

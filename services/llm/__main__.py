@@ -18,7 +18,7 @@ from lineside.settings import load
 from schemas import codec, topics
 from schemas.messages import GenerateDelta, GenerateReply, GenerateRequest, LlmInbox
 from services.llm.adapters import ChatModel, Generation, LlamaCpp
-from services.llm.handlers import AnswerCache, Cached, build_messages, extract, focus, pack, with_evidence
+from services.llm.handlers import AnswerCache, Cached, build_messages, evidence, focus, pack, quote, quoted_sources, with_evidence
 from services.llm.models import EXTRACTIVE, resolve
 from services.llm.settings import LlmSettings
 
@@ -101,9 +101,10 @@ async def main() -> None:
         cached = False
         try:
             focused = [msgspec.structs.replace(p, text=focus(req.question, p.text)) for p in req.passages]
+            quotes = evidence(req.question, focused)
             if model is None:
-                used = [0] if focused else []
-                text = extract(req.question, focused)
+                used = quoted_sources([], quotes)
+                text = quote(quotes, used)
                 gen = Generation(text=text, prompt_tokens=0, completion_tokens=0)
                 if req.stream and text and topics.is_valid_publish_topic(req.reply_to):
                     await bus.publish(req.reply_to, codec.encode(GenerateDelta(request_id=req.request_id, seq=0, delta=text)))
@@ -120,8 +121,9 @@ async def main() -> None:
                 else:
                     gen = await run_model(bus, req, messages)
                     cache.put(key, Cached(gen.text, gen.prompt_tokens, gen.completion_tokens))
-                if settings.quote_evidence:  # an "I don't know" stays one: the gateway falls back on it
-                    gen = dataclasses.replace(gen, text=with_evidence(gen.text, req.question, [focused[i] for i in used]))
+                if settings.quote_evidence and quotes and gen.text.strip():  # "I don't know" stays one: the gateway falls back
+                    gen = dataclasses.replace(gen, text=with_evidence(gen.text, quotes))
+                    used = quoted_sources(used, quotes)
             rep = GenerateReply(
                 request_id=req.request_id,
                 text=gen.text,

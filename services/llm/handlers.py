@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from schemas.lines import mentioned_lines
 from schemas.messages import Passage
+from schemas.names import identifiers
 
 SYSTEM_EN = (
     "You are a maintenance assistant in a factory. Answer the question using only the context. "
@@ -142,21 +143,48 @@ EXTRACT_LINES = 3
 """Lines of the best passage quoted by the extractive mode: enough for a fault-table row or a setting."""
 
 
-def extract(question: str, passages: Sequence[Passage], *, cite: bool = True) -> str:
-    """The extractive answer (no model): the best passage's lines that match the question, quoted,
-    cited as [1] when ``cite``. ``passages`` are in the order the prompt would number them: best first."""
+def evidence(question: str, passages: Sequence[Passage]) -> list[tuple[int, str]]:
+    """What to quote, as (index in ``passages``, text): the best passage's lines that match the
+    question; a line of another passage that states what those leave out (``second_evidence``); a
+    line about the code or part number the quoted lines found (``linked_evidence``). ``passages``
+    best first."""
     if not passages:
-        return ""
+        return []
     best = focus(question, passages[0].text, keep=EXTRACT_LINES).strip()
     quoted = " / ".join(" ".join(line.split()) for line in best.splitlines() if line.strip())
     if len(quoted) > QUOTE_CHARS:
         quoted = quoted[: QUOTE_CHARS - 1] + "\u2026"
-    out = f"\u201c{quoted}\u201d" + (" [1]" if cite else "")
+    out = [(0, quoted)]
     more = second_evidence(question, best, passages[1:])
     if more is not None:
-        n, line = more
-        out += f" \u201c{line[:QUOTE_CHARS]}\u201d" + (f" [{n + 2}]" if cite else "")
+        out.append((more[0] + 1, more[1][:QUOTE_CHARS]))
+    linked = linked_evidence(question, "\n".join(text for _, text in out), passages[1:])
+    if linked is not None:
+        out.append((linked[0] + 1, linked[1][:QUOTE_CHARS]))
     return out
+
+
+def quote(quotes: Sequence[tuple[int, str]], cited: Sequence[int] | None = None) -> str:
+    """Quotes as the answer shows them, each followed by its source's number ([1] for the first of
+    ``cited``, the passage indices the answer's sources list in order) when ``cited`` is given."""
+    parts = []
+    for i, text in quotes:
+        mark = f" [{list(cited).index(i) + 1}]" if cited is not None and i in cited else ""
+        parts.append(f"\u201c{text}\u201d{mark}")
+    return " ".join(parts)
+
+
+def quoted_sources(used: Sequence[int], quotes: Sequence[tuple[int, str]]) -> list[int]:
+    """``used`` (the passages in the prompt) and then every other passage a quote comes from: a
+    quoted line is cited, whether or not its passage fitted the prompt's budget."""
+    return list(dict.fromkeys([*used, *(i for i, _ in quotes)]))
+
+
+def extract(question: str, passages: Sequence[Passage], *, cite: bool = True) -> str:
+    """The extractive answer (no model): ``evidence`` quoted, each cited by its passage's number
+    ([1] = the best) when ``cite``. ``passages`` are in the order the prompt would number them."""
+    quotes = evidence(question, passages)
+    return quote(quotes, range(len(passages)) if cite else None)
 
 
 SECOND_MIN_TERMS = 2
@@ -182,19 +210,48 @@ def second_evidence(question: str, quoted: str, others: Sequence[Passage]) -> tu
     return (best[1], best[2]) if best else None
 
 
+def linked_evidence(question: str, quoted: str, others: Sequence[Passage]) -> tuple[int, str] | None:
+    """The line of another passage about the code or part number the quoted lines found, or None.
+
+    "Line 3 stopped on 2026-10-03: what does the fault code mean, and what does the fault table
+    say to do?" The quoted log row names E-104 on the LX-300; the fault table's row for E-104 on
+    the LX-300 is the rest of the answer. A line of ``others`` (the prompt's other passages, best
+    first) is quoted when it names a code or part number that the quoted lines name and the
+    question does not, and has a question word the quoted lines lack; the one with the most such
+    names and words. Returns its index in ``others`` and the line.
+    """
+    asked = {n.casefold() for n in identifiers(question)}
+    found = {n.casefold() for n in identifiers(quoted)} - asked
+    if not found:
+        return None
+    missing = _terms(question) - _terms(quoted)
+    quoted_norm = _normal(quoted)
+    best: tuple[int, int, str] | None = None
+    for i, p in enumerate(others[:3]):
+        for line in p.text.splitlines():
+            links = found & {n.casefold() for n in identifiers(line)}
+            gain = len(missing & _terms(line))
+            text = " ".join(line.split())
+            if links and gain and _normal(text) not in quoted_norm:
+                score = len(links) + gain
+                if best is None or score > best[0]:
+                    best = (score, i, text)
+    return (best[1], best[2]) if best else None
+
+
 QUOTE_CHARS = 400
 """A quote stays readable on a handheld: a table row or two, not a page."""
 
 
-def with_evidence(answer: str, question: str, passages: Sequence[Passage]) -> str:
-    """The model's answer followed by the best passage's matching lines, quoted, as the source says them.
+def with_evidence(answer: str, quotes: Sequence[tuple[int, str]]) -> str:
+    """The model's answer followed by the ``evidence`` quoted, as the sources say it.
 
     A 0.5B model often paraphrases ("overloaded" for "drive overload") or takes a value from
     the neighbouring row; the quoted lines let the technician check the value against the
     document's own words.
     """
-    quote = extract(question, passages, cite=False)
-    return f"{answer}\n{quote}" if quote and answer.strip() else answer
+    quoted = quote(quotes)
+    return f"{answer}\n{quoted}" if quoted and answer.strip() else answer
 
 
 @dataclass(frozen=True)

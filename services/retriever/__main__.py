@@ -36,7 +36,8 @@ from schemas.messages import (
 )
 from services.retriever.adapters import Index, MiniLM
 from services.retriever.handlers import Filters, embedding_text
-from services.retriever.search import SearchResult, hybrid_search
+from services.retriever.search import SearchResult
+from services.retriever.search import search as search_passages
 from services.retriever.settings import RetrieverSettings
 
 MIN_POOL = 32
@@ -71,10 +72,17 @@ async def main() -> None:
     json_enc = msgspec.json.Encoder()
 
     def search(req: RetrieveRequest) -> SearchResult:
-        vec = embedder.embed([req.question])[0]
         k = min(req.top_k, settings.max_top_k)
         scope = Filters(line=req.line, machine=req.machine, doc_type=req.doc_type)
-        return hybrid_search(index, vec, req.question, k, max(k * settings.oversample, MIN_POOL), filters=scope, today=today_of(req))
+        return search_passages(
+            index,
+            lambda text: embedder.embed([text])[0],
+            req.question,
+            k,
+            max(k * settings.oversample, MIN_POOL),
+            filters=scope,
+            today=today_of(req),
+        )
 
     async def handle_search(bus: Bus, req: RetrieveRequest) -> None:
         t = time.perf_counter()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from schemas.lines import LINE_MENTION, normalise_line
 from schemas.messages import Chunk, Passage
+from schemas.names import CODE, identifiers
 
 EMBED_TITLE_CHARS = 200
 """The heading path is prepended to the embedded text (it carries the machine and section),
@@ -117,7 +118,6 @@ _STOPWORDS = frozenset(
 )
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]+")
 _LATIN_TERM = re.compile(r"[A-Za-z0-9][A-Za-z0-9.,/·°%-]*[A-Za-z0-9%]|[A-Za-z0-9]")
-_CODE = re.compile(r"\b(?=[A-Za-z0-9-]*\d)(?=[A-Za-z0-9-]*[A-Za-z])[A-Za-z0-9]+(?:-[A-Za-z0-9]+)+\b|\b[A-Z]{1,3}\d{2,}\b")
 _LINE_EN = re.compile(r"\bline\s*(\d{1,2})\b", re.IGNORECASE)
 _LINE_ZH = re.compile(r"(\d{1,2})\s*号?\s*线")
 
@@ -161,8 +161,54 @@ def content_words(question: str) -> list[str]:
     return [
         t
         for t in lexical_terms(_LINE_EN.sub(" ", question))  # "Line 2": checked as a line (unknown_terms)
-        if len(t) >= 3 and t.isascii() and any(c.isalpha() for c in t) and t.casefold() not in codes and not _CODE.fullmatch(t)
+        if len(t) >= 3 and t.isascii() and any(c.isalpha() for c in t) and t.casefold() not in codes and not CODE.fullmatch(t)
     ]
+
+
+_CLAUSE_SPLIT = re.compile(
+    r"[?？;；]\s*|,\s*and\s+(?=(?:what|where|how|which|when|who|why|is|are|does|do)\b)|\s+and\s+(?=(?:what|where|how|which|when|who|why)\b)",
+    re.IGNORECASE,
+)
+_STATEMENT_END = re.compile(r"(?<=\.)\s+(?=[A-Z])")
+MIN_CLAUSE_CHARS = 9
+
+
+def clauses(question: str) -> list[str]:
+    """The separate asks of a multi-part question ("What does it mean, and where is the spare kept?"),
+    each without the statements that set the scene ("Line 3 stopped on 2026-10-03."). One item
+    (or none) for a question that asks one thing."""
+    out = []
+    for part in _CLAUSE_SPLIT.split(question):
+        ask = _STATEMENT_END.split(part.strip(" ,."))[-1].strip(" ,.")
+        if len(ask) >= MIN_CLAUSE_CHARS:
+            out.append(ask)
+    return out
+
+
+_REFERENCE = re.compile(
+    r"\b(?:the|that|this)\s+(?:fault\s+code|code|alarm|fault|spare\s+part|spare|part)\b|该故障|该代码|这个代码|该备件|这个备件",
+    re.IGNORECASE,
+)
+_ASSET_TAG = re.compile(r"L\d{1,2}-[A-Z]+-\d+")
+
+
+def refers_to_unnamed(ask: str) -> bool:
+    """True when an ask refers to a code or part it does not name ("the fault code logged for that
+    stop", "where is the spare part kept"): the passage that answers the rest of the question names it."""
+    return bool(_REFERENCE.search(ask)) and not identifiers(ask)
+
+
+def followup_names(question: str, passages: Sequence[Passage]) -> list[str]:
+    """Codes and part numbers that the best of ``passages`` naming any adds to the question: what
+    "the fault code" or "the spare part" of the question is. Asset tags (``L3-LAB-01``) are left
+    out: they name one machine on one line, which reference documents (fault tables, storeroom
+    lists) do not repeat."""
+    named = {n.casefold() for n in identifiers(question)}
+    for p in passages:
+        found = [n for n in identifiers(p.text) if n.casefold() not in named and not _ASSET_TAG.fullmatch(n)]
+        if found:
+            return list(dict.fromkeys(found))
+    return []
 
 
 def fts_query(terms: Sequence[str]) -> str:
@@ -173,11 +219,6 @@ def fts_query(terms: Sequence[str]) -> str:
 def fts_all_query(groups: Sequence[Sequence[str]]) -> str:
     """An FTS5 MATCH expression for passages with something of every group: (a OR b) AND (c)."""
     return " AND ".join("(" + fts_query(g) + ")" for g in groups if g)
-
-
-def identifiers(question: str) -> list[str]:
-    """Specific names a question depends on: codes and part numbers such as E-104, HP-4471-B, Q31."""
-    return list(dict.fromkeys(m.group(0) for m in _CODE.finditer(question) if len(m.group(0)) >= 3))
 
 
 def line_mentions(question: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -11,6 +12,7 @@ from schemas.messages import Passage
 from services.retriever.adapters import Index
 from services.retriever.handlers import (
     Filters,
+    clauses,
     content_words,
     date_strings,
     exact_counts,
@@ -18,6 +20,7 @@ from services.retriever.handlers import (
     exact_match,
     exact_ranking,
     exact_terms,
+    followup_names,
     fts_all_query,
     fts_query,
     fuse,
@@ -27,6 +30,7 @@ from services.retriever.handlers import (
     line_mentions,
     line_spellings,
     record_preference,
+    refers_to_unnamed,
 )
 
 MAX_TERM_SHARE = 0.5
@@ -60,6 +64,7 @@ def hybrid_search(
     *,
     filters: Filters | None = None,
     today: dt.date | None = None,
+    names: Sequence[str] = (),
 ) -> SearchResult:
     """The ``k`` best passages for ``question``, the codes/lines it names that no document contains,
     and whether the best passage contains every code, date and line the question names.
@@ -69,6 +74,9 @@ def hybrid_search(
     and a substring search for its dates (relative ones resolved against ``today``). They
     are ordered first by how many exact terms they contain, then by weighted reciprocal rank
     fusion. Only passages ``filters`` allow are returned. Scores are cosine similarities.
+
+    ``names``: codes and part numbers found for the question elsewhere (``followup_names``); a
+    passage that has them counts them as exact terms, and a fifth ranking finds those that do.
     """
     scope = filters or Filters(line=line)
     if scope:
@@ -84,13 +92,20 @@ def hybrid_search(
         if not exact_ids:
             exact_ids = index.lexical_ranking(fts_query(index.informative(exact_terms(question, today), MAX_TERM_SHARE, MAX_TERM_DF)), pool)
         date_ids = index.substring_ranking(date_strings(question, today), pool)
-        candidates = index.passages(list(dict.fromkeys([*exact_ids, *date_ids, *vec_ids, *lex_ids])), vector)
+        named = [n for n in names if index.contains(n)]
+        name_ids = index.lexical_ranking(fts_query(named), pool) if named else []
+        candidates = index.passages(list(dict.fromkeys([*exact_ids, *date_ids, *name_ids, *vec_ids, *lex_ids])), vector)
         unknown = [t for t in identifiers(question) if not index.contains(t)]
         unknown += [f"Line {n}" for n in line_mentions(question) if not any(index.contains(sp) for sp in line_spellings(n))]
         words = content_words(question)
         absent = index.absent(words)
     fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates, today)], fusion_weights(question))
     exact = exact_counts(question, candidates, today)
+    for p in candidates:
+        blob = f"{p.title}\n{p.text}".casefold()
+        found = sum(n.casefold() in blob for n in named)
+        if found:
+            exact[p.chunk_id] = exact.get(p.chunk_id, 0) + found
     # Among passages that name the same exact things, the kind of document the question wants
     # (a log row for "why did it stop on ...", a reference for "what does it mean") goes first.
     # Only where the question names something exact: elsewhere the fused ranking decides alone.
@@ -101,3 +116,45 @@ def hybrid_search(
     )
     hits = [p for p in candidates if scope.allows(p)][:k]
     return SearchResult(hits, unknown, bool(hits) and exact_match(question, hits[0]), len(words), absent)
+
+
+FOLLOWUP_FROM = 3
+"""An ask that refers to "the fault code" or "the spare part" without naming it looks for the codes
+and part numbers of the best of the question's first three passages that names any."""
+
+
+def search(
+    index: Index,
+    embed: Callable[[str], np.ndarray],
+    question: str,
+    k: int,
+    pool: int,
+    *,
+    filters: Filters | None = None,
+    today: dt.date | None = None,
+) -> SearchResult:
+    """``hybrid_search`` for the whole question, then, for a question that asks several things
+    ("What does the code mean, and where is the spare part kept?"), the best passage of each ask
+    goes in right after the question's best passage, so every ask has its source in the ``k``.
+
+    An ask that refers to a code or part it does not name searches for the codes and part numbers
+    the question's best passages name: "Line 3 stopped on 2026-10-03; what does the fault code
+    logged mean, and what does the fault table say to do?" finds the log row, then the fault
+    table's row of the code in it, as a technician would look it up. Passages are scored against
+    the whole question; unknown terms, exact match and absent words are the whole question's.
+    """
+    vector = embed(question)
+    main = hybrid_search(index, vector, question, k, pool, filters=filters, today=today)
+    asks = clauses(question)
+    if len(asks) < 2 or not main.passages:
+        return main
+    names = followup_names(question, main.passages[:FOLLOWUP_FROM])
+    chosen = [main.passages[0].chunk_id]
+    for ask in asks:
+        found = hybrid_search(index, embed(ask), ask, 1, pool, filters=filters, today=today, names=names if refers_to_unnamed(ask) else ())
+        if found.passages and found.passages[0].chunk_id not in chosen:
+            chosen.append(found.passages[0].chunk_id)
+    chosen += [p.chunk_id for p in main.passages if p.chunk_id not in chosen]
+    with index.consistent():
+        passages = index.passages(chosen[:k], vector)
+    return main._replace(passages=passages)

@@ -5,7 +5,7 @@ import pytest
 
 from schemas.messages import Chunk
 from services.retriever.adapters import DIM, Index
-from services.retriever.search import hybrid_search
+from services.retriever.search import hybrid_search, search
 
 
 def _vecs(n: int, seed: int) -> np.ndarray:
@@ -158,3 +158,37 @@ def test_an_index_saved_by_an_older_version_is_rebuilt_in_the_current_type(tmp_p
         assert again.passages(again.vector_ranking(vecs[2], 1), vecs[2])[0].text == "three"
     finally:
         again.close()
+
+
+def test_an_ask_about_the_logged_code_finds_the_code_s_row_in_the_fault_table(index):
+    # "Line 3 stopped on 2026-10-03: what does the fault code mean, and what does the fault table
+    # say to do?" The log row names the code; the fault table's row of that code on that machine
+    # must be among the passages too, though the question never names the code.
+    log = [
+        "date: 2026-10-03; line: Line 3; machine: LX-300 Labeler; asset_tag: L3-LAB-01; fault_code: E-104; cause: web tore",
+        "date: 2026-10-04; line: Line 2; machine: RF-40 Filler; asset_tag: L2-FIL-01; fault_code: E-110; cause: inverter",
+    ]
+    faults = [
+        "Code: E-104; Machine: RF-40 Filler; Description: Fill valve position feedback timeout; Corrective Action: set gap",
+        "Code: E-104; Machine: LX-300 Labeler; Description: Label web break; Corrective Action: set web tension to 18 N",
+        "Code: E-110; Machine: RF-40 Filler; Description: Main drive inverter fault; Corrective Action: reset inverter",
+    ]
+    index.replace("log.csv", "l", "v", _chunks(*log), _vecs(2, 20))
+    index.replace("faults.xlsx", "f", "v", _chunks(*faults), _vecs(3, 21))
+    question = (
+        "Line 3 stopped on 2026-10-03. What does the fault code logged for that stop mean, "
+        "and what corrective action does the fault code table give?"
+    )
+    vectors = {}
+    found = search(index, lambda text: vectors.setdefault(text, _vecs(1, len(vectors) + 30)[0]), question, 2, 10)
+    assert "2026-10-03" in found.passages[0].text
+    assert "18 N" in found.passages[1].text
+    assert found.exact_match
+
+
+def test_a_question_that_asks_one_thing_is_searched_once(index):
+    index.replace("faults.xlsx", "f", "v", _chunks("Code: E-104; Machine: LX-300 Labeler; Description: Label web break"), _vecs(1, 22))
+    asked = []
+    found = search(index, lambda text: asked.append(text) or _vecs(1, 23)[0], "What does E-104 mean on the labeler?", 3, 10)
+    assert asked == ["What does E-104 mean on the labeler?"]
+    assert "web break" in found.passages[0].text

@@ -84,16 +84,17 @@ def test_answer_cache_keys_on_the_whole_prompt_and_drops_the_least_recently_used
 
 
 def test_a_generated_answer_is_followed_by_the_source_lines_it_rests_on():
-    out = h.with_evidence("The gearbox torque arm bolt takes 79 N·m.", "Torque for the gearbox torque arm bolt?", [_p(TABLE)])
+    quotes = h.evidence("Torque for the gearbox torque arm bolt?", [_p(TABLE)])
+    out = h.with_evidence("The gearbox torque arm bolt takes 79 N·m.", quotes)
     answer, quote = out.split("\n")
     assert answer == "The gearbox torque arm bolt takes 79 N·m."
     assert quote.startswith("\u201c")
     assert "Gearbox torque arm bolt; Thread: M12; Tightening torque: 79 N·m" in quote
     assert "[1]" not in quote  # sources are attributed by the facts, not by a citation the model did not write
-    assert h.with_evidence("", "q", [_p(TABLE)]) == ""
-    assert h.with_evidence("text", "q", []) == "text"
+    assert h.with_evidence("", h.evidence("q", [_p(TABLE)])) == ""
+    assert h.with_evidence("text", h.evidence("q", [])) == "text"
     long = _p("x" * 2000)
-    assert len(h.with_evidence("a", "x", [long])) < h.QUOTE_CHARS + 10
+    assert len(h.with_evidence("a", h.evidence("x", [long]))) < h.QUOTE_CHARS + 10
 
 
 def test_packing_leaves_out_a_passage_already_contained_in_one_that_went_in():
@@ -116,3 +117,26 @@ def test_a_second_passage_is_quoted_when_it_answers_what_the_first_leaves_out():
     # Nothing left to add: one quote only.
     single = h.extract("What interval applies on Line 3 from 2026-12-01?", [notice, qwi])
     assert "60 minutes" not in single
+
+
+def test_the_row_of_the_code_the_quoted_log_row_names_is_quoted_too():
+    log = _p("date: 2026-10-03; line: Line 3; machine: LX-300 Labeler; fault_code: E-104; action: re-threaded web", 1)
+    notice = _p("Splice tape OR-LX-ST-19 only, from 2026-11-01.", 2)
+    filler = _p("Code: E-104; Machine: RF-40 Filler; Description: valve feedback timeout; Corrective Action: set gap to 0.8 mm", 3)
+    labeler = _p("Code: E-104; Machine: LX-300 Labeler; Description: Label web break; Corrective Action: set web tension to 18 N", 4)
+    q = "Line 3 stopped on 2026-10-03. What does the fault code logged for that stop mean, and what corrective action applies?"
+    quote = h.extract(q, [log, notice, filler, labeler])
+    assert "2026-10-03" in quote
+    assert "18 N" in quote  # E-104 *and* LX-300, as the quoted row names them
+    assert "0.8 mm" not in quote
+    assert quote.endswith("[4]")
+    # The question names the code itself: nothing to follow.
+    assert "18 N" not in h.extract("Why did Line 3 stop on 2026-10-03 with E-104?", [log, notice, filler, labeler])
+
+
+def test_a_quoted_passage_that_did_not_fit_the_prompt_is_cited_too():
+    quotes = [(0, "row of the log"), (3, "row of the storeroom list")]
+    used = h.quoted_sources([0, 1], quotes)
+    assert used == [0, 1, 3]
+    assert h.quote(quotes, used) == "\u201crow of the log\u201d [1] \u201crow of the storeroom list\u201d [3]"
+    assert h.quote(quotes) == "\u201crow of the log\u201d \u201crow of the storeroom list\u201d"

@@ -130,3 +130,32 @@ def test_content_words_leave_out_codes_numbers_and_stopwords():
         "blow",
         "molder",
     ]
+
+
+def test_clauses_split_the_asks_and_drop_the_scene_setting():
+    assert h.clauses(
+        "Line 3 stopped on 2026-10-03. What does the fault code logged for that stop mean on that machine, "
+        "and what corrective action does the fault code table give?"
+    ) == ["What does the fault code logged for that stop mean on that machine", "what corrective action does the fault code table give"]
+    assert h.clauses("LX-300 贴标机热熔胶缸的正常工作温度是多少？独立超温保护在多少度时切断加热？") == [
+        "LX-300 贴标机热熔胶缸的正常工作温度是多少",
+        "独立超温保护在多少度时切断加热",
+    ]
+    # One ask, "and" inside it: not split.
+    assert h.clauses("How often and with which grease is the cam track lubricated?") == [
+        "How often and with which grease is the cam track lubricated"
+    ]
+
+
+def test_asks_that_refer_to_an_unnamed_code_or_part():
+    assert h.refers_to_unnamed("where is the spare part kept in the storeroom")
+    assert h.refers_to_unnamed("what does the fault code logged for that stop mean")
+    assert not h.refers_to_unnamed("where is spare part NV-PX-12 kept")  # it names the part
+    assert not h.refers_to_unnamed("what is the normal glue temperature")
+
+
+def test_followup_names_are_the_codes_the_passages_add_without_asset_tags():
+    row = Chunk(locator="row 61", title="log.csv", text="line: Line 3; asset_tag: L3-LAB-01; machine: LX-300 Labeler; fault_code: E-104")
+    passage = h.Passage(chunk_id=1, doc="log.csv", doc_id="l", locator=row.locator, title=row.title, text=row.text, score=0.5)
+    assert h.followup_names("Why did Line 3 stop on 2026-10-03?", [passage]) == ["LX-300", "E-104"]
+    assert h.followup_names("What does E-104 mean on the LX-300?", [passage]) == []
