@@ -92,7 +92,9 @@ def hybrid_search(
         if not exact_ids:
             exact_ids = index.lexical_ranking(fts_query(index.informative(exact_terms(question, today), MAX_TERM_SHARE, MAX_TERM_DF)), pool)
         date_ids = index.substring_ranking(date_strings(question, today), pool)
-        named = [n for n in names if index.contains(n)]
+        # A name in thousands of chunks (a machine model) would cost FTS5 most of the index and tells
+        # little: the same rule as the question's own BM25 words.
+        named = index.informative([n for n in names if index.contains(n)], MAX_TERM_SHARE, MAX_TERM_DF) if names else []
         name_ids = index.lexical_ranking(fts_query(named), pool) if named else []
         candidates = index.passages(list(dict.fromkeys([*exact_ids, *date_ids, *name_ids, *vec_ids, *lex_ids])), vector)
         unknown = [t for t in identifiers(question) if not index.contains(t)]

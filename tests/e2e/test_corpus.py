@@ -12,12 +12,14 @@ from tests.conftest import CORPUS, start_stack
 
 pytestmark = [pytest.mark.corpus, pytest.mark.e2e]
 
-PASS_RATE = 0.85
-"""The ingest issue's bar (the question-path issue asked for 80%). Measured 45 of 52 (86.5%) on
-this machine, deterministic under greedy decoding for one llama.cpp build; the retrieval issue's
-90% is not reached: the questions that still fail need facts from two documents (4), the right
-chunk of a Chinese manual page (1), or are out of scope and look answerable (1). See README
-"Measured" and docs/retrieval.md for what each change did."""
+PASS_RATE = 0.90
+"""The retrieval issue's bar (the ingest issue asked for 85%, the question-path issue for 80%).
+Measured 47 of 52 (90.4%) at cef15fd, deterministic under greedy decoding for one llama.cpp build:
+one question of margin. The five that fail: a work instruction's normal interval that is not
+retrieved beside a notice's temporary one, an answer that takes the tester's range for the
+acceptance range, two Chinese questions (a wrong chunk of the right manual page; an English
+isolation list a Chinese question cannot find) and one out-of-scope Chinese question that looks
+answerable. See README "Measured" and docs/retrieval.md."""
 
 
 @pytest.mark.timeout(1800)
