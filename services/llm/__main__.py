@@ -100,7 +100,8 @@ async def main() -> None:
         t = time.perf_counter()
         cached = False
         try:
-            focused = [msgspec.structs.replace(p, text=focus(req.question, p.text)) for p in req.passages]
+            # A passage found for one ask of a multi-part question shows the lines about that ask.
+            focused = [msgspec.structs.replace(p, text=focus(p.ask or req.question, p.text)) for p in req.passages]
             quotes = evidence(req.question, focused)
             if model is None:
                 used = quoted_sources([], quotes)

@@ -145,9 +145,10 @@ EXTRACT_LINES = 3
 
 def evidence(question: str, passages: Sequence[Passage]) -> list[tuple[int, str]]:
     """What to quote, as (index in ``passages``, text): the best passage's lines that match the
-    question; a line of another passage that states what those leave out (``second_evidence``); a
-    line about the code or part number the quoted lines found (``linked_evidence``). ``passages``
-    best first."""
+    question; then, for a question that asks several things, the line of each other passage found
+    for one of its asks that best matches that ask, else a line of another passage that states what
+    the first quote leaves out (``second_evidence``); and a line about the code or part number the
+    quoted lines found (``linked_evidence``). ``passages`` best first."""
     if not passages:
         return []
     best = focus(question, passages[0].text, keep=EXTRACT_LINES).strip()
@@ -155,9 +156,14 @@ def evidence(question: str, passages: Sequence[Passage]) -> list[tuple[int, str]
     if len(quoted) > QUOTE_CHARS:
         quoted = quoted[: QUOTE_CHARS - 1] + "\u2026"
     out = [(0, quoted)]
-    more = second_evidence(question, best, passages[1:])
-    if more is not None:
-        out.append((more[0] + 1, more[1][:QUOTE_CHARS]))
+    for i, p in enumerate(passages[1:], 1):
+        line = " ".join(focus(p.ask, p.text, keep=1).split()) if p.ask else ""
+        if line and not any(_normal(line) in _normal(text) for _, text in out):
+            out.append((i, line[:QUOTE_CHARS]))
+    if len(out) == 1:
+        more = second_evidence(question, best, passages[1:])
+        if more is not None:
+            out.append((more[0] + 1, more[1][:QUOTE_CHARS]))
     linked = linked_evidence(question, "\n".join(text for _, text in out), passages[1:])
     if linked is not None:
         out.append((linked[0] + 1, linked[1][:QUOTE_CHARS]))

@@ -154,6 +154,16 @@ def lexical_terms(question: str) -> list[str]:
     return [t for t in terms if not (t.lower() in seen or seen.add(t.lower()))]  # type: ignore[func-returns-value]
 
 
+_ANSWER_WORDS = ((re.compile(r"\bhow often\b", re.IGNORECASE), ("frequency", "interval", "every")),)
+
+
+def answer_words(question: str) -> list[str]:
+    """Words the answer's passage uses for what the question asks by a question phrase: "how
+    often" is answered by a "Frequency" section or an "every 60 minutes" line, not by the words
+    "how often" (which are stopwords). Added to the BM25 query."""
+    return [w for pattern, words in _ANSWER_WORDS if pattern.search(question) for w in words]
+
+
 def content_words(question: str) -> list[str]:
     """The question's Latin words of 3+ letters that say what it is about: no stopwords, no codes
     (``identifiers`` checks those), no numbers; for the share of them no document contains."""

@@ -6,12 +6,14 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+import msgspec
 import numpy as np
 
 from schemas.messages import Passage
 from services.retriever.adapters import Index
 from services.retriever.handlers import (
     Filters,
+    answer_words,
     clauses,
     content_words,
     date_strings,
@@ -83,7 +85,9 @@ def hybrid_search(
         pool *= FILTERED_POOL_FACTOR
     with index.consistent():
         vec_ids = index.vector_ranking(vector, pool)
-        lex_ids = index.lexical_ranking(fts_query(index.informative(lexical_terms(question), MAX_TERM_SHARE, MAX_TERM_DF)), pool)
+        lex_ids = index.lexical_ranking(
+            fts_query(index.informative(lexical_terms(question) + answer_words(question), MAX_TERM_SHARE, MAX_TERM_DF)), pool
+        )
         # Passages with every exact thing the question names (the code AND the machine AND the
         # date): FTS5 intersects the lists, so a common group costs little. When no passage has
         # them all, passages with any of the informative ones.
@@ -125,6 +129,12 @@ FOLLOWUP_FROM = 3
 and part numbers of the best of the question's first three passages that names any."""
 
 
+MAX_ASKS = 3
+"""Asks of one question searched on their own (each costs an embedding and a search)."""
+ASK_CHOICES = 2
+"""Passages an ask may claim: its best, or its second when another ask claimed the best."""
+
+
 def search(
     index: Index,
     embed: Callable[[str], np.ndarray],
@@ -142,21 +152,39 @@ def search(
     An ask that refers to a code or part it does not name searches for the codes and part numbers
     the question's best passages name: "Line 3 stopped on 2026-10-03; what does the fault code
     logged mean, and what does the fault table say to do?" finds the log row, then the fault
-    table's row of the code in it, as a technician would look it up. Passages are scored against
-    the whole question; unknown terms, exact match and absent words are the whole question's.
+    table's row of the code in it, as a technician would look it up. A passage an ask claimed
+    carries that ask (``Passage.ask``). Passages are scored against the whole question; unknown
+    terms, exact match and absent words are the whole question's.
     """
     vector = embed(question)
     main = hybrid_search(index, vector, question, k, pool, filters=filters, today=today)
-    asks = clauses(question)
+    asks = clauses(question)[:MAX_ASKS]
     if len(asks) < 2 or not main.passages:
         return main
     names = followup_names(question, main.passages[:FOLLOWUP_FROM])
+    # An ask that follows names is that ask about them ("where is the spare part kept (NV-PX-12)"):
+    # the LLM service picks the lines of its passage by it.
+    followed = [bool(names) and refers_to_unnamed(ask) for ask in asks]
+    found = [
+        hybrid_search(index, embed(ask), ask, ASK_CHOICES, pool, filters=filters, today=today, names=names if follow else ())
+        for ask, follow in zip(asks, followed, strict=True)
+    ]
+    asks = [f"{ask} ({', '.join(names)})" if follow else ask for ask, follow in zip(asks, followed, strict=True)]
+    # Each ask claims a passage of its own: its best, or its second when another ask claimed the
+    # best. Asks whose best passage has every code and date they name claim first: "what interval
+    # applies on Line 3 from 2026-12-01" owns the notice of those dates, so "how often does QA
+    # normally check" takes its second, the work instruction's frequency section.
     chosen = [main.passages[0].chunk_id]
-    for ask in asks:
-        found = hybrid_search(index, embed(ask), ask, 1, pool, filters=filters, today=today, names=names if refers_to_unnamed(ask) else ())
-        if found.passages and found.passages[0].chunk_id not in chosen:
-            chosen.append(found.passages[0].chunk_id)
+    claimed: dict[int, str] = {}
+    for ask, result in sorted(zip(asks, found, strict=True), key=lambda r: not r[1].exact_match):
+        for p in result.passages:
+            if p.chunk_id not in claimed:
+                claimed[p.chunk_id] = ask
+                if p.chunk_id not in chosen:
+                    chosen.append(p.chunk_id)
+                break
     chosen += [p.chunk_id for p in main.passages if p.chunk_id not in chosen]
     with index.consistent():
         passages = index.passages(chosen[:k], vector)
+    passages = [msgspec.structs.replace(p, ask=claimed[p.chunk_id]) if p.chunk_id in claimed else p for p in passages]
     return main._replace(passages=passages)

@@ -183,6 +183,7 @@ def test_an_ask_about_the_logged_code_finds_the_code_s_row_in_the_fault_table(in
     found = search(index, lambda text: vectors.setdefault(text, _vecs(1, len(vectors) + 30)[0]), question, 2, 10)
     assert "2026-10-03" in found.passages[0].text
     assert "18 N" in found.passages[1].text
+    assert found.passages[1].ask.endswith("(LX-300, E-104)")  # the ask that found it, with the code it follows
     assert found.exact_match
 
 
@@ -192,3 +193,31 @@ def test_a_question_that_asks_one_thing_is_searched_once(index):
     found = search(index, lambda text: asked.append(text) or _vecs(1, 23)[0], "What does E-104 mean on the labeler?", 3, 10)
     assert asked == ["What does E-104 mean on the labeler?"]
     assert "web break" in found.passages[0].text
+
+
+def test_each_ask_of_a_two_part_question_brings_its_own_source(index):
+    # The notice answers "what interval applies on Line 3 from 2026-12-01" and also resembles the
+    # first ask most; the work instruction's frequency section must still be among the passages.
+    notice = "From 2026-12-01 to 2026-12-15 QA checks the cap removal torque on Line 3 every 30 minutes."
+    texts = [
+        "4 Frequency. During production: every 60 minutes, one bottle from each capping head.",
+        "3 Equipment. Digital cap torque tester, range 0 to 10 N·m.",
+        "1 Purpose. How QA technicians check the removal torque of screw caps.",
+    ]
+    index.replace("notice.txt", "n", "v", _chunks(notice), _vecs(1, 40))
+    index.replace("qwi.docx", "q", "v", _chunks(*texts), _vecs(3, 41))
+    first_ask = "How often does QA normally check cap removal torque during production"
+    question = f"{first_ask}, and what interval applies on Line 3 from 2026-12-01 to 2026-12-15?"
+    stored = {t: np.frombuffer(v, dtype=np.float32) for t, v in index._db.execute("SELECT text, embedding FROM chunks")}
+
+    def embed(text: str) -> np.ndarray:
+        # The whole question resembles the notice, then the purpose; its first ask the notice, then
+        # the frequency section; the second ask the notice.
+        second = {question: texts[2], first_ask: texts[0]}.get(text)
+        v = stored[notice] + (0.9 * stored[second] if second else 0)
+        return v / np.linalg.norm(v)
+
+    found = search(index, embed, question, 2, 10)
+    assert "30 minutes" in found.passages[0].text
+    assert "every 60 minutes" in found.passages[1].text
+    assert found.passages[1].ask == first_ask  # the LLM service quotes it for that ask

@@ -140,3 +140,21 @@ def test_a_quoted_passage_that_did_not_fit_the_prompt_is_cited_too():
     assert used == [0, 1, 3]
     assert h.quote(quotes, used) == "\u201crow of the log\u201d [1] \u201crow of the storeroom list\u201d [3]"
     assert h.quote(quotes) == "\u201crow of the log\u201d \u201crow of the storeroom list\u201d"
+
+
+def test_a_passage_found_for_one_ask_is_quoted_for_that_ask():
+    notice = _p("From 2026-12-01 to 2026-12-15 QA checks the cap removal torque on Line 3 every 30 minutes.", 1)
+    ask = "How often does QA normally check cap removal torque during production"
+    frequency = h.Passage(
+        chunk_id=2,
+        doc="qwi.docx",
+        doc_id="q",
+        locator="section 4",
+        text="At line start-up: 3 bottles per head.\nDuring production: every 60 minutes, one bottle per head.\nAfter a clutch change.",
+        score=0.5,
+        ask=ask,
+    )
+    q = f"{ask}, and what interval applies on Line 3 from 2026-12-01 to 2026-12-15?"
+    quotes = h.evidence(q, [notice, frequency])
+    assert quotes[0][0] == 0 and "30 minutes" in quotes[0][1]
+    assert quotes[1] == (1, "During production: every 60 minutes, one bottle per head.")

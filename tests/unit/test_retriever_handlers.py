@@ -159,3 +159,8 @@ def test_followup_names_are_the_codes_the_passages_add_without_asset_tags():
     passage = h.Passage(chunk_id=1, doc="log.csv", doc_id="l", locator=row.locator, title=row.title, text=row.text, score=0.5)
     assert h.followup_names("Why did Line 3 stop on 2026-10-03?", [passage]) == ["LX-300", "E-104"]
     assert h.followup_names("What does E-104 mean on the LX-300?", [passage]) == []
+
+
+def test_how_often_is_searched_as_the_words_an_interval_is_written_with():
+    assert h.answer_words("How often is the gearbox oil changed?") == ["frequency", "interval", "every"]
+    assert h.answer_words("What is the gearbox oil?") == []
