@@ -156,5 +156,6 @@ def test_a_passage_found_for_one_ask_is_quoted_for_that_ask():
     )
     q = f"{ask}, and what interval applies on Line 3 from 2026-12-01 to 2026-12-15?"
     quotes = h.evidence(q, [notice, frequency])
-    assert quotes[0][0] == 0 and "30 minutes" in quotes[0][1]
+    assert quotes[0][0] == 0
+    assert "30 minutes" in quotes[0][1]
     assert quotes[1] == (1, "During production: every 60 minutes, one bottle per head.")
