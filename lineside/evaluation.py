@@ -142,6 +142,7 @@ async def run_retrieval(
                 content_words=rep.content_words,
                 absent_words=rep.absent_words,
                 absent_share=settings.absent_share,
+                best_score=rep.best_score,
             )
             answer = {"status": "fallback" if reason or rep.error else "retrieved", "sources": [{"doc": p.doc} for p in rep.passages]}
             r = judge(q, answer)

@@ -137,6 +137,10 @@ class RetrieveReply(_Msg, tag="retrieve.reply.v1", frozen=True, kw_only=True):
     absent_words: list[str] = []
     """Those of ``content_words`` that no document contains: when most of a question's words are
     nowhere in the knowledge base, it is about something the plant's documents do not cover."""
+    best_score: float | None = None
+    """The highest cosine similarity between the whole question and the passages of its own
+    search: what the fallback threshold compares (for a multi-part question, passages found for one
+    ask may take the places of the question's own; None from older retrievers: use the passages)."""
 
 
 class GenerateRequest(_Msg, tag="generate.request.v1", frozen=True, kw_only=True):
@@ -178,6 +182,12 @@ class GenerateReply(_Msg, tag="generate.reply.v1", frozen=True, kw_only=True):
     """Time to the first generated token, measured in the LLM service."""
     worker: str = ""
     """Client id of the LLM worker that answered (several may share the load)."""
+    quote: str = ""
+    """The sources' own lines the answer rests on, quoted, shown after ``text`` (empty in
+    extractive mode, where ``text`` is the quotes, and when quoting is off)."""
+    quoted: list[int] = []
+    """Indices of the request's passages ``quote`` comes from (each is in ``used`` too): they are
+    among the answer's sources whatever ``text`` says."""
 
 
 class Chunk(msgspec.Struct, frozen=True, kw_only=True):

@@ -148,6 +148,7 @@ async def main() -> None:
             content_words=rr.content_words,
             absent_words=rr.absent_words,
             absent_share=s.absent_share,
+            best_score=rr.best_score,
         )
         if reason:
             structlog.contextvars.bind_contextvars(fallback=reason)
@@ -195,11 +196,14 @@ async def main() -> None:
         if h.says_unknown(gr.text):
             structlog.contextvars.bind_contextvars(fallback="model found no answer in the passages")
             return h.fallback(rid, s.fallback_message_zh if lang == "zh" else s.fallback_message, ms())
-        used = [rr.passages[i] for i in gr.used if 0 <= i < len(rr.passages)] or rr.passages
+        valid = [i for i in gr.used if 0 <= i < len(rr.passages)] or list(range(len(rr.passages)))
+        used = [rr.passages[i] for i in valid]
         if h.ungrounded(gr.text, used):
             structlog.contextvars.bind_contextvars(fallback="the answer states values found in no source")
             return h.fallback(rid, s.fallback_message_zh if lang == "zh" else s.fallback_message, ms())
-        answer = h.compose(rid, gr.text, used, gr.model, ms())
+        # The quoted passages' places among those used (the LLM lists every quoted one in `used`).
+        quoted = [valid.index(i) for i in gr.quoted if i in valid]
+        answer = h.compose(rid, gr.text, used, gr.model, ms(), quote=gr.quote, quoted=quoted)
         if gr.cached:
             structlog.contextvars.bind_contextvars(cached=True)
             answer = msgspec.structs.replace(answer, cached=True)

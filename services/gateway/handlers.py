@@ -91,13 +91,15 @@ def fallback_reason(
     content_words: int = 0,
     absent_words: Sequence[str] = (),
     absent_share: float = 0.5,
+    best_score: float | None = None,
 ) -> str | None:
     """Why the documents cannot answer, or None when they may.
 
     Nothing found; the question names a code or line that no document mentions; or the best
     passage does not contain every code and date the question names (``exact_match``) and
     either at least ``absent_share`` of the question's content words are in no document, or
-    no passage is similar enough (cosine of all-MiniLM-L6-v2 embeddings below ``threshold``).
+    no passage is similar enough (cosine of all-MiniLM-L6-v2 embeddings below ``threshold``;
+    ``best_score``, the whole question's best, when the retriever sends it).
     """
     if not passages:
         return "nothing found"
@@ -107,7 +109,7 @@ def fallback_reason(
         return None
     if content_words >= ABSENT_MIN_WORDS and len(absent_words) >= absent_share * content_words:
         return f"{len(absent_words)} of the question's {content_words} words are in no document: " + ", ".join(absent_words)
-    best = max(p.score for p in passages)
+    best = max(p.score for p in passages) if best_score is None else best_score
     if best < threshold:
         return f"best score {best:.2f} below {threshold:.2f}"
     return None
@@ -209,10 +211,23 @@ def attribute(text: str, passages: Sequence[Passage]) -> list[int]:
     return ranked or list(range(1, len(passages) + 1))
 
 
-def compose(request_id: str, text: str, passages: Sequence[Passage], model: str, latency_ms: float) -> Answer:
+def compose(
+    request_id: str,
+    text: str,
+    passages: Sequence[Passage],
+    model: str,
+    latency_ms: float,
+    *,
+    quote: str = "",
+    quoted: Sequence[int] = (),
+) -> Answer:
     """The answered reply: sources are the passages the text cites (renumbered in citation
-    order) or, when it cites none, the passages that support its facts."""
+    order) or, when it cites none, the passages that support its facts; then those of
+    ``quoted`` (0-based indices into ``passages``) not among them. ``quote`` (the sources' own
+    lines) follows the text on a new line, as written: it is neither searched for citations nor
+    renumbered."""
     order = cited(text, len(passages)) or attribute(text, passages)
+    order += [i + 1 for i in quoted if 0 <= i < len(passages) and i + 1 not in order]
     renumber = {old: new for new, old in enumerate(order, 1)}
 
     def _sub(m: re.Match[str]) -> str:
@@ -220,6 +235,8 @@ def compose(request_id: str, text: str, passages: Sequence[Passage], model: str,
         return "[" + ", ".join(str(k) for k in nums) + "]" if nums else ""
 
     text = _CITE.sub(_sub, text).strip()
+    if quote:
+        text = f"{text}\n{quote}"
     sources = [
         Source(
             doc=passages[k - 1].doc,

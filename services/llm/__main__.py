@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import sys
 import time
 
@@ -18,7 +17,7 @@ from lineside.settings import load
 from schemas import codec, topics
 from schemas.messages import GenerateDelta, GenerateReply, GenerateRequest, LlmInbox
 from services.llm.adapters import ChatModel, Generation, LlamaCpp
-from services.llm.handlers import AnswerCache, Cached, build_messages, evidence, focus, pack, quote, quoted_sources, with_evidence
+from services.llm.handlers import AnswerCache, Cached, build_messages, evidence, focus, pack, quote, quoted_sources
 from services.llm.models import EXTRACTIVE, resolve
 from services.llm.settings import LlmSettings
 
@@ -122,9 +121,9 @@ async def main() -> None:
                 else:
                     gen = await run_model(bus, req, messages)
                     cache.put(key, Cached(gen.text, gen.prompt_tokens, gen.completion_tokens))
-                if settings.quote_evidence and quotes and gen.text.strip():  # "I don't know" stays one: the gateway falls back
-                    gen = dataclasses.replace(gen, text=with_evidence(gen.text, quotes))
-                    used = quoted_sources(used, quotes)
+                if not settings.quote_evidence or not gen.text.strip():  # "I don't know" stays alone: the gateway falls back
+                    quotes = []
+                used = quoted_sources(used, quotes)
             rep = GenerateReply(
                 request_id=req.request_id,
                 text=gen.text,
@@ -133,6 +132,8 @@ async def main() -> None:
                 completion_tokens=gen.completion_tokens,
                 latency_ms=(time.perf_counter() - t) * 1000,
                 used=used,
+                quote=quote(quotes) if model is not None else "",
+                quoted=[i for i, _ in quotes] if model is not None else [],
                 cached=cached,
                 ttft_ms=gen.ttft_ms,
                 worker=me,

@@ -143,6 +143,10 @@ EXTRACT_LINES = 3
 """Lines of the best passage quoted by the extractive mode: enough for a fault-table row or a setting."""
 
 
+MAX_QUOTES = 3
+"""Quotes after an answer at most: the best passage's lines and two more (~1,200 characters)."""
+
+
 def evidence(question: str, passages: Sequence[Passage]) -> list[tuple[int, str]]:
     """What to quote, as (index in ``passages``, text): the best passage's lines that match the
     question; then, for a question that asks several things, the line of each other passage found
@@ -158,7 +162,9 @@ def evidence(question: str, passages: Sequence[Passage]) -> list[tuple[int, str]
     out = [(0, quoted)]
     for i, p in enumerate(passages[1:], 1):
         line = " ".join(focus(p.ask, p.text, keep=1).split()) if p.ask else ""
-        if line and not any(_normal(line) in _normal(text) for _, text in out):
+        # Only a line that says something about the ask ("where is the spare part kept" over a
+        # page where nothing matches would otherwise quote its first line).
+        if line and _terms(p.ask) & _terms(line) and not any(_normal(line) in _normal(text) for _, text in out):
             out.append((i, line[:QUOTE_CHARS]))
     if len(out) == 1:
         more = second_evidence(question, best, passages[1:])
@@ -167,7 +173,7 @@ def evidence(question: str, passages: Sequence[Passage]) -> list[tuple[int, str]
     linked = linked_evidence(question, "\n".join(text for _, text in out), passages[1:])
     if linked is not None:
         out.append((linked[0] + 1, linked[1][:QUOTE_CHARS]))
-    return out
+    return out[:MAX_QUOTES]
 
 
 def quote(quotes: Sequence[tuple[int, str]], cited: Sequence[int] | None = None) -> str:
@@ -246,18 +252,11 @@ def linked_evidence(question: str, quoted: str, others: Sequence[Passage]) -> tu
 
 
 QUOTE_CHARS = 400
-"""A quote stays readable on a handheld: a table row or two, not a page."""
+"""A quote stays readable on a handheld: a table row or two, not a page.
 
-
-def with_evidence(answer: str, quotes: Sequence[tuple[int, str]]) -> str:
-    """The model's answer followed by the ``evidence`` quoted, as the sources say it.
-
-    A 0.5B model often paraphrases ("overloaded" for "drive overload") or takes a value from
-    the neighbouring row; the quoted lines let the technician check the value against the
-    document's own words.
-    """
-    quoted = quote(quotes)
-    return f"{answer}\n{quoted}" if quoted and answer.strip() else answer
+Quoted lines follow the model's answer because a 0.5B model often paraphrases ("overloaded" for
+"drive overload") or takes a value from the neighbouring row: they let the technician check the
+value against the document's own words."""
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,7 @@ async def main() -> None:
                 exact_match=found.exact_match,
                 content_words=found.content_words,
                 absent_words=found.absent_words,
+                best_score=found.best_score,
                 latency_ms=(time.perf_counter() - t) * 1000,
             )
         except Exception as exc:  # a failed search is answered with an error, never silence

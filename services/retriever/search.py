@@ -50,6 +50,7 @@ class SearchResult(NamedTuple):
     exact_match: bool
     content_words: int = 0
     absent_words: list[str] = []  # noqa: RUF012 - a NamedTuple default, never mutated
+    best_score: float | None = None
 
 
 FILTERED_POOL_FACTOR = 4
@@ -121,7 +122,8 @@ def hybrid_search(
         reverse=True,
     )
     hits = [p for p in candidates if scope.allows(p)][:k]
-    return SearchResult(hits, unknown, bool(hits) and exact_match(question, hits[0]), len(words), absent)
+    best = max((p.score for p in hits), default=None)
+    return SearchResult(hits, unknown, bool(hits) and exact_match(question, hits[0]), len(words), absent, best)
 
 
 FOLLOWUP_FROM = 3
@@ -129,6 +131,8 @@ FOLLOWUP_FROM = 3
 and part numbers of the best of the question's first three passages that names any."""
 
 
+MAX_NAMES = 5
+"""Codes an ask follows at most (a fault-table page may name dozens: each costs a look-up)."""
 MAX_ASKS = 3
 """Asks of one question searched on their own (each costs an embedding and a search)."""
 ASK_CHOICES = 2
@@ -159,9 +163,9 @@ def search(
     vector = embed(question)
     main = hybrid_search(index, vector, question, k, pool, filters=filters, today=today)
     asks = clauses(question)[:MAX_ASKS]
-    if len(asks) < 2 or not main.passages:
+    if len(asks) < 2 or k < 2 or not main.passages:
         return main
-    names = followup_names(question, main.passages[:FOLLOWUP_FROM])
+    names = followup_names(question, main.passages[:FOLLOWUP_FROM])[:MAX_NAMES]
     # An ask that follows names is that ask about them ("where is the spare part kept (NV-PX-12)"):
     # the LLM service picks the lines of its passage by it.
     followed = [bool(names) and refers_to_unnamed(ask) for ask in asks]
@@ -186,5 +190,8 @@ def search(
     chosen += [p.chunk_id for p in main.passages if p.chunk_id not in chosen]
     with index.consistent():
         passages = index.passages(chosen[:k], vector)
-    passages = [msgspec.structs.replace(p, ask=claimed[p.chunk_id]) if p.chunk_id in claimed else p for p in passages]
+    # The question's best passage serves the whole question, also when an ask found it first.
+    passages = [
+        msgspec.structs.replace(p, ask=claimed[p.chunk_id]) if p.chunk_id in claimed and p.chunk_id != chosen[0] else p for p in passages
+    ]
     return main._replace(passages=passages)

@@ -162,3 +162,19 @@ def test_unavailable_answer_lists_the_passages_found_as_sources():
     assert ans.error.code == "llm_unavailable"
     assert [(s.doc, s.locator) for s in ans.sources] == [("Press.pdf", "page 3")]
     assert "85 N·m" in ans.sources[0].snippet
+
+
+def test_quoted_sources_are_cited_and_the_quote_is_not_read_as_the_model_s_words():
+    passages = [_p(1), _p(2, doc="notice.txt"), _p(3, doc="store.md")]
+    quote = "\u201cSee note [2]. Sensor B4 does not provide a signal.\u201d"
+    ans = h.compose("r1", "Torque is 45 N·m.", passages, "m", 1.0, quote=quote, quoted=[2])
+    assert ans.answer.endswith(quote)  # as the document writes it, "[2]" included
+    assert ans.answer.startswith("Torque is 45 N·m.")
+    assert "store.md" in [s.doc for s in ans.sources]  # quoted, though the answer names nothing of it
+    assert not h.says_unknown("Torque is 45 N·m.")  # the gateway checks the model's words only
+
+
+def test_the_fallback_score_is_the_whole_question_s_when_the_retriever_sends_it():
+    # An ask's passage took the place of the question's best-scoring one: the decision stays.
+    assert h.fallback_reason([_p(1, score=0.3)], [], False, 0.4, best_score=0.46) is None
+    assert "0.30" in (h.fallback_reason([_p(1, score=0.5)], [], False, 0.4, best_score=0.3) or "")

@@ -219,5 +219,7 @@ def test_each_ask_of_a_two_part_question_brings_its_own_source(index):
 
     found = search(index, embed, question, 2, 10)
     assert "30 minutes" in found.passages[0].text
+    assert found.passages[0].ask == ""  # the dated ask found it too, but it serves the whole question
+    assert found.best_score == hybrid_search(index, embed(question), question, 2, 10).best_score  # what fallback compares
     assert "every 60 minutes" in found.passages[1].text
     assert found.passages[1].ask == first_ask  # the LLM service quotes it for that ask

@@ -83,18 +83,15 @@ def test_answer_cache_keys_on_the_whole_prompt_and_drops_the_least_recently_used
     assert off.get("a") is None
 
 
-def test_a_generated_answer_is_followed_by_the_source_lines_it_rests_on():
+def test_the_quote_is_the_source_lines_as_written_without_citation_marks():
     quotes = h.evidence("Torque for the gearbox torque arm bolt?", [_p(TABLE)])
-    out = h.with_evidence("The gearbox torque arm bolt takes 79 N·m.", quotes)
-    answer, quote = out.split("\n")
-    assert answer == "The gearbox torque arm bolt takes 79 N·m."
-    assert quote.startswith("\u201c")
-    assert "Gearbox torque arm bolt; Thread: M12; Tightening torque: 79 N·m" in quote
-    assert "[1]" not in quote  # sources are attributed by the facts, not by a citation the model did not write
-    assert h.with_evidence("", h.evidence("q", [_p(TABLE)])) == ""
-    assert h.with_evidence("text", h.evidence("q", [])) == "text"
+    text = h.quote(quotes)
+    assert text.startswith("\u201c")
+    assert "Gearbox torque arm bolt; Thread: M12; Tightening torque: 79 N·m" in text
+    assert "[1]" not in text  # after a model's answer sources are attributed by the gateway, not numbered here
+    assert h.evidence("q", []) == []
     long = _p("x" * 2000)
-    assert len(h.with_evidence("a", h.evidence("x", [long]))) < h.QUOTE_CHARS + 10
+    assert len(h.quote(h.evidence("x", [long]))) < h.QUOTE_CHARS + 10
 
 
 def test_packing_leaves_out_a_passage_already_contained_in_one_that_went_in():
@@ -159,3 +156,21 @@ def test_a_passage_found_for_one_ask_is_quoted_for_that_ask():
     assert quotes[0][0] == 0
     assert "30 minutes" in quotes[0][1]
     assert quotes[1] == (1, "During production: every 60 minutes, one bottle per head.")
+
+
+def test_an_ask_whose_passage_says_nothing_about_it_is_not_quoted():
+    best = _p("Code: E-104; Machine: LX-300; Corrective Action: set web tension to 18 N", 1)
+    film = h.Passage(
+        chunk_id=2, doc="store.md", doc_id="s", locator="s", text="Pallet wrapping film roll, bin C-01", score=0.3, ask="what is the gap"
+    )
+    quotes = h.evidence("What does E-104 mean, and what is the gap?", [best, film])
+    assert [i for i, _ in quotes] == [0]
+
+
+def test_at_most_three_quotes():
+    asks = [f"what is value {n}" for n in range(5)]
+    passages = [_p("Code: E-104; value 0 is 10 mm", 1)] + [
+        h.Passage(chunk_id=n + 2, doc=f"d{n}", doc_id="d", locator="l", text=f"value {n} is {n} mm", score=0.5, ask=a)
+        for n, a in enumerate(asks)
+    ]
+    assert len(h.evidence("; ".join(asks) + "?", passages)) == h.MAX_QUOTES
