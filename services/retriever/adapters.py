@@ -296,6 +296,25 @@ class Index:
             return []
         return [r[0] for r in rows]
 
+    def substring_all_ranking(self, groups: Sequence[Sequence[str]], k: int) -> list[int]:
+        """Chunk ids (newest first, at most ``k``) that contain a string of every group as a
+        substring ((a OR b) AND (c)); strings under 3 characters are left out.
+
+        For a question with a date: in the word index a date is the phrase "2026 10 03" of words
+        found in nearly every log row, and ranking them by BM25 cost ~8 ms at 100k chunks; the
+        trigram index finds the rows in ~2.5."""
+        usable = [[t for t in g if len(t) >= 3] for g in groups]
+        match = " AND ".join("(" + " OR ".join('"' + t.replace('"', '""') + '"' for t in g) + ")" for g in usable if g)
+        if not match:
+            return []
+        try:
+            rows = self._db.execute(
+                "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rowid DESC LIMIT ?", (match, k)
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        return [r[0] for r in rows]
+
     def contains(self, phrase: str) -> bool:
         """True when any chunk contains ``phrase`` (case-insensitive substring, 3+ characters)."""
         if len(phrase) < 3:

@@ -93,10 +93,16 @@ def hybrid_search(
         # date): FTS5 intersects the lists, so a common group costs little. When no passage has
         # them all, passages with any of the informative ones.
         groups = exact_groups(question, today)
-        exact_ids = index.lexical_ranking(fts_all_query(groups), pool) if len(groups) > 1 else []
+        dates = date_strings(question, today)
+        if len(groups) <= 1:
+            exact_ids = []
+        elif dates:  # dates are substrings, not words: the trigram index finds them ~3x faster
+            exact_ids = index.substring_all_ranking(groups, pool)
+        else:
+            exact_ids = index.lexical_ranking(fts_all_query(groups), pool)
         if not exact_ids:
             exact_ids = index.lexical_ranking(fts_query(index.informative(exact_terms(question, today), MAX_TERM_SHARE, MAX_TERM_DF)), pool)
-        date_ids = index.substring_ranking(date_strings(question, today), pool)
+        date_ids = index.substring_ranking(dates, pool)
         # A name in thousands of chunks (a machine model) would cost FTS5 most of the index and tells
         # little: the same rule as the question's own BM25 words.
         named = index.informative([n for n in names if index.contains(n)], MAX_TERM_SHARE, MAX_TERM_DF) if names else []
