@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import platform
@@ -147,7 +148,7 @@ def main() -> int:
     from services.llm.models import resolve
     from services.llm.settings import LlmSettings
     from services.retriever.adapters import Index, MiniLM
-    from services.retriever.search import hybrid_search
+    from services.retriever.search import search
 
     llm_s = LlmSettings(model_dir=os.environ.get("LINESIDE_LLM_MODEL_DIR", default_model_dir()))
     path, name = resolve(os.environ.get("LINESIDE_LLM_PROFILE", "default"), os.environ.get("LINESIDE_LLM_MODEL"), llm_s.model_dir)
@@ -158,9 +159,10 @@ def main() -> int:
     for q in questions:
         if statuses.get(q["id"]) != "answered":
             continue
-        vec = embedder.embed([q["question"]])[0]
-        found = hybrid_search(index, vec, q["question"], 4, 32)
-        focused = [msgspec.structs.replace(p, text=focus(q["question"], p.text)) for p in found.passages]
+        # As the services do: the retriever's search (ask by ask for a multi-part question), the
+        # LLM's lines of each passage by its ask or the question.
+        found = search(index, lambda text, e=embedder: e.embed([text])[0], q["question"], 4, 32, today=dt.date.today())
+        focused = [msgspec.structs.replace(p, text=focus(p.ask or q["question"], p.text)) for p in found.passages]
         used = pack(focused, llm_s.context_budget, model.count_tokens)
         prompts[q["id"]] = build_messages(q["question"], "zh" if is_chinese(q["question"]) else "en", [focused[i] for i in used])
     index.close()
