@@ -284,17 +284,7 @@ class Index:
     def substring_ranking(self, phrases: Sequence[str], k: int) -> list[int]:
         """Chunk ids (newest first, at most ``k``) whose text contains any of ``phrases`` as a
         substring: dates such as ``2026-10-`` or ``-10-03`` are not words BM25 can match."""
-        usable = [p for p in phrases if len(p) >= 3]
-        if not usable:
-            return []
-        match = " OR ".join('"' + p.replace('"', '""') + '"' for p in usable)
-        try:
-            rows = self._db.execute(
-                "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rowid DESC LIMIT ?", (match, k)
-            ).fetchall()
-        except sqlite3.OperationalError:
-            return []
-        return [r[0] for r in rows]
+        return self.substring_all_ranking([phrases], k)
 
     def substring_all_ranking(self, groups: Sequence[Sequence[str]], k: int) -> list[int]:
         """Chunk ids (newest first, at most ``k``) that contain a string of every group as a
