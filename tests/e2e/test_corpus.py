@@ -14,7 +14,8 @@ pytestmark = [pytest.mark.corpus, pytest.mark.e2e]
 
 PASS_RATE = 0.90
 """The retrieval issue's bar (the ingest issue asked for 85%, the question-path issue for 80%).
-Measured 49 of 52 (94.2%) at 6fdf6e0 and 9ac59dd, deterministic under greedy decoding for one llama.cpp build.
+Measured 49 of 52 (94.2%) at 6fdf6e0, 9ac59dd and a599706 (five runs), and 48 once (a clean-clone
+CI run at a599706): not fully deterministic, one question can flip; the failures are printed.
 The three that fail: an answer that takes a tester's range for the acceptance range, a Chinese
 question whose isolator is in an English table, and one out-of-scope Chinese question that looks
 answerable. See README "Measured" and docs/retrieval.md."""
@@ -40,6 +41,10 @@ def test_dev_corpus_pass_rate(tmp_path_factory):
     s = summary(results, questions)
     report = "\n".join(json.dumps({k: r[k] for k in ("id", "passed", "status", "cited", "missing")}, ensure_ascii=False) for r in results)
     print(f"\ncorpus: {json.dumps(s)}")
+    print(
+        "corpus, not passed: "
+        + json.dumps([{k: r[k] for k in ("id", "status", "missing")} for r in results if not r["passed"]], ensure_ascii=False)
+    )
     assert s["pass_rate"] >= PASS_RATE, f"{s}\n{report}"
     assert s["fallback_recall"] >= 0.9, f"out-of-scope questions answered:\n{report}"
     assert s["cited_recall@3"] >= 0.85, f"answers cite no expected source:\n{report}"
