@@ -156,6 +156,7 @@ class Supervisor:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait(5)  # reap it: an unreaped child stays a zombie (and warns when collected)
         self.pid_file.unlink(missing_ok=True)
         if self.broker is not None and self.broker.poll() is None:
             self.broker.terminate()
@@ -163,6 +164,7 @@ class Supervisor:
                 self.broker.wait(5)
             except subprocess.TimeoutExpired:
                 self.broker.kill()
+                self.broker.wait(5)
 
 
 def service_names(llm_workers: int = 1) -> tuple[str, ...]:
