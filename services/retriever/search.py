@@ -114,7 +114,7 @@ def hybrid_search(
         absent = index.absent(words)
     fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates, today)], fusion_weights(question))
     exact = exact_counts(question, candidates, today)
-    for p in candidates:
+    for p in candidates if named else ():  # only an ask that follows names: every search runs this
         blob = f"{p.title}\n{p.text}".casefold()
         found = sum(n.casefold() in blob for n in named)
         if found:
