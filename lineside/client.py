@@ -15,12 +15,11 @@ import msgspec
 
 from lineside.bus import Bus
 from lineside.settings import Connection
+from lineside.text import MAX_DOCUMENT_BYTES
 from schemas import codec, topics
 from schemas.messages import DeleteDocument, IngestPart, KbListReply, KbListRequest
 
 TERMINAL_STAGES = ("indexed", "unchanged", "failed", "deleted")
-MAX_DOCUMENT_BYTES = 50 * 2**20
-"""Same as the ingest service's default limit (LINESIDE_INGEST_MAX_DOCUMENT_MB)."""
 PIECE_BYTES = 256 * 2**10
 """Documents travel in pieces of 256 KiB: far below any broker's packet limit and cheap to redeliver,
 while a 50 MiB file is still only 200 messages (each waits for the broker's PUBACK)."""

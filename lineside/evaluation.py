@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import statistics
 import time
 import uuid
@@ -20,20 +19,15 @@ from typing import Any
 
 import msgspec
 
+from lineside import coverage
 from lineside.bus import Bus
 from lineside.client import Asker
 from lineside.settings import Connection
+from lineside.text import compare_form
 from schemas import codec, topics
 from schemas.messages import RetrieveReply, RetrieveRequest
 
-_CJK = r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef]"
-
-
-def normalise(text: str) -> str:
-    """Collapse whitespace, drop whitespace next to CJK characters, and casefold."""
-    text = " ".join(text.split())
-    text = re.sub(rf"\s+(?={_CJK})|(?<={_CJK})\s+", "", text)
-    return text.casefold()
+normalise = compare_form
 
 
 def load_questions(path: Path) -> list[dict[str, Any]]:
@@ -49,9 +43,13 @@ def judge(q: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
         return {"id": q["id"], "passed": status == "fallback", "status": status, "cited": cited, "missing": []}
     expected = q.get("expected_sources", [])
     cited_ok = any(doc in cited for doc in expected) if expected else True
-    text = normalise(answer.get("answer", ""))
+    # What the device shows: the model's text and the evidence lines under it.
+    said = normalise(answer.get("answer", ""))
+    text = normalise("\n".join([answer.get("answer", ""), *(e.get("text", "") for e in answer.get("evidence", []))]))
     missing = [m for m in q.get("must_contain", []) if normalise(m) not in text]
     return {
+        "in_text": not [m for m in q.get("must_contain", []) if normalise(m) not in said],
+        "reason": answer.get("reason"),
         "id": q["id"],
         "passed": status == "answered" and cited_ok and not missing,
         "status": status,
@@ -103,7 +101,8 @@ async def run_retrieval(
     questions: Sequence[dict[str, Any]],
     *,
     top_k: int = 5,
-    threshold: float | None = None,
+    threshold: float,
+    absent_share: float,
     timeout_s: float = 30.0,
 ) -> list[dict[str, Any]]:
     """Retrieval only, no LLM: send each question straight to the retriever and judge its
@@ -112,11 +111,6 @@ async def run_retrieval(
     Separates retrieval errors from generation errors: status is ``fallback`` when the
     gateway would fall back on these passages, else ``retrieved``.
     """
-    from services.gateway.handlers import fallback_reason
-    from services.gateway.settings import GatewaySettings
-
-    settings = GatewaySettings()
-    limit = settings.fallback_threshold if threshold is None else threshold
     bus = Bus(conn)
     inbox = topics.reply_inbox(bus.client_id)
     results = []
@@ -134,17 +128,24 @@ async def run_retrieval(
                 rep = msgspec.msgpack.decode(m.payload, type=RetrieveReply)
                 if rep.request_id == rid:
                     break
-            reason = fallback_reason(
+            verdict = coverage.decide(
+                q["question"],
                 rep.passages,
-                rep.unknown_terms,
-                rep.exact_match,
-                limit,
+                unknown_terms=rep.unknown_terms,
+                unknown_lines=rep.unknown_lines,
+                exact_match=rep.exact_match,
+                best_score=rep.best_score,
                 content_words=rep.content_words,
                 absent_words=rep.absent_words,
-                absent_share=settings.absent_share,
-                best_score=rep.best_score,
+                threshold=threshold,
+                absent_share=absent_share,
             )
-            answer = {"status": "fallback" if reason or rep.error else "retrieved", "sources": [{"doc": p.doc} for p in rep.passages]}
+            reason = verdict.detail if not verdict.covered else ""
+            answer = {
+                "status": "fallback" if reason or rep.error else "retrieved",
+                "sources": [{"doc": p.doc} for p in rep.passages],
+                "reason": verdict.reason,
+            }
             r = judge(q, answer)
             if q.get("answerable", True):
                 r["passed"] = r["status"] == "retrieved" and r["rank"] is not None
@@ -181,9 +182,21 @@ def summary(results: Sequence[dict[str, Any]], questions: Sequence[dict[str, Any
         out["fallback_precision"] = sum(1 for r in fell if not by_id[r["id"]].get("answerable", True)) / len(fell) if fell else 1.0
         out["fallback_recall"] = sum(1 for r in oos if r["status"] == "fallback") / len(oos) if oos else 1.0
         out["answerable_fell_back"] = sum(1 for r in answerable if r["status"] == "fallback")
+        out["facts_in_model_text"] = (
+            sum(1 for r in answerable if r["status"] == "answered" and r.get("in_text")) / len(answerable) if answerable else 0.0
+        )
+        out.update(breakdown(results, questions))
     return out
 
 
-def run_sync(conn: Connection, questions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``run`` for synchronous callers."""
-    return asyncio.run(run(conn, questions))
+def breakdown(results: Sequence[dict[str, Any]], questions: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Passed / asked by language and by kind of question ("zh": "22/26", "procedure": "4/5")."""
+    by_id = {q["id"]: q for q in questions}
+    out: dict[str, str] = {}
+    for field in ("lang", "kind"):
+        groups: dict[str, list[bool]] = {}
+        for r in results:
+            groups.setdefault(str(by_id[r["id"]].get(field, "?")), []).append(bool(r["passed"]))
+        for name, passed in sorted(groups.items()):
+            out[name] = f"{sum(passed)}/{len(passed)}"
+    return out

@@ -77,7 +77,7 @@ T = TypeVar("T")
 
 
 class ComputeThread:
-    """One thread that makes every call into a native model library (llama.cpp, torch, FAISS).
+    """One thread that makes every call into a native model library (llama.cpp, the embedder, FAISS).
 
     Their OpenMP thread teams belong to the thread that calls them. Calls spread over asyncio's
     default executor (``asyncio.to_thread``) land on new threads, each gets a team of its own,

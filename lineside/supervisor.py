@@ -19,7 +19,7 @@ from lineside.settings import Connection, default_data_dir
 
 SERVICES = ("retriever", "llm", "ingest", "gateway")
 START_TIMEOUT_S = 300.0
-"""First start may assemble the model (~1 s) and load torch + llama.cpp (~10-30 s on 2 cores)."""
+"""First start may assemble the model (~1 s) and load llama.cpp (~10-30 s on 2 cores)."""
 RESTART_LIMIT = 5
 """A service that dies more than this many times in ten minutes is left down and reported."""
 
@@ -60,16 +60,14 @@ class Supervisor:
         self.deaths: dict[str, list[float]] = {s: [] for s in services}
 
     def env(self) -> dict[str, str]:
-        """Environment every child gets: connection, data dir, offline model loading."""
+        """Environment every child gets: connection and data dir."""
         env = dict(os.environ)
         env.update(
             LINESIDE_MQTT_HOST=self.conn.mqtt_host,
             LINESIDE_MQTT_PORT=str(self.conn.mqtt_port),
             LINESIDE_DATA_DIR=str(self.data),
-            HF_HUB_OFFLINE="1",
-            TRANSFORMERS_OFFLINE="1",
         )
-        # glibc gives every thread its own malloc arena; torch's and llama.cpp's worker threads
+        # glibc gives every thread its own malloc arena; llama.cpp's and BLAS's worker threads
         # then keep hundreds of MB of freed memory resident. Two arenas: retriever peak 951 -> 800 MB.
         env.setdefault("MALLOC_ARENA_MAX", "2")
         return env

@@ -53,7 +53,16 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
     message: str
 
 
+class Evidence(msgspec.Struct, frozen=True, kw_only=True):
+    """A line of a source, as written there, that states what was asked."""
+
+    source: int
+    """The 1-based number of the source in ``Answer.sources`` (the [n] of the answer text)."""
+    text: str
+
+
 Status = Literal["answered", "fallback", "rejected", "busy", "error"]
+FallbackReason = Literal["nothing_found", "unknown_line", "unknown_machine", "unknown_code", "not_covered", "model_unsure"]
 
 
 class Answer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -72,6 +81,11 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     cached: bool = False
     """True when the same question was answered from the same passages before and the answer
     was taken from the cache instead of the model (present only when true)."""
+    evidence: list[Evidence] = []
+    """The sources' own lines that state what was asked, each with its source number (present
+    only when there are any); ``answer`` holds the model's text alone."""
+    reason: FallbackReason | None = None
+    """Why a ``fallback`` answer fell back (present only on fallbacks)."""
 
 
 class StreamDelta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -137,6 +151,9 @@ class RetrieveReply(_Msg, tag="retrieve.reply.v1", frozen=True, kw_only=True):
     absent_words: list[str] = []
     """Those of ``content_words`` that no document contains: when most of a question's words are
     nowhere in the knowledge base, it is about something the plant's documents do not cover."""
+    unknown_lines: list[str] = []
+    """Those of ``unknown_terms`` that name a production line the plant does not have ("Line 4",
+    "SMT-3" where the plant's tables know SMT-1 and SMT-2)."""
     best_score: float | None = None
     """The highest cosine similarity between the whole question and the passages of its own
     search: what the fallback threshold compares (for a multi-part question, passages found for one
@@ -182,12 +199,10 @@ class GenerateReply(_Msg, tag="generate.reply.v1", frozen=True, kw_only=True):
     """Time to the first generated token, measured in the LLM service."""
     worker: str = ""
     """Client id of the LLM worker that answered (several may share the load)."""
-    quote: str = ""
-    """The sources' own lines the answer rests on, quoted, shown after ``text`` (empty in
-    extractive mode, where ``text`` is the quotes, and when quoting is off)."""
-    quoted: list[int] = []
-    """Indices of the request's passages ``quote`` comes from (each is in ``used`` too): they are
-    among the answer's sources whatever ``text`` says."""
+    quotes: list[tuple[int, str]] = []
+    """The sources' own lines the answer rests on: (index of the request's passage, the line as
+    written). Empty in extractive mode, where ``text`` is the quotes, and when quoting is off. The
+    quoted passages are among the answer's sources whatever ``text`` says."""
 
 
 class Chunk(msgspec.Struct, frozen=True, kw_only=True):

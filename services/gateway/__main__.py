@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 import structlog
 
+from lineside import coverage
 from lineside.bus import Bus, BusError, Inbound, run_forever
 from lineside.errors import LinesideError
 from lineside.log import configure
@@ -54,6 +55,7 @@ class ServiceDownError(LinesideError):
 async def main() -> None:
     """Serve device questions until cancelled."""
     s = load(GatewaySettings, "LINESIDE_GATEWAY_")
+    cov = load(coverage.CoverageSettings, coverage.ENV_PREFIX)
     log = configure("gateway")
     inbox = topics.reply_inbox(s.client_id)
     decode = codec.decoder(GatewayInbox)
@@ -140,19 +142,21 @@ async def main() -> None:
         assert isinstance(rr, RetrieveReply)
         if rr.error:
             return h.failed(rid, "error", "retrieval_failed", rr.error, ms())
-        reason = h.fallback_reason(
+        verdict = coverage.decide(
+            req.question,
             rr.passages,
-            rr.unknown_terms,
-            rr.exact_match,
-            s.fallback_threshold,
+            unknown_terms=rr.unknown_terms,
+            unknown_lines=rr.unknown_lines,
+            exact_match=rr.exact_match,
+            best_score=rr.best_score,
             content_words=rr.content_words,
             absent_words=rr.absent_words,
-            absent_share=s.absent_share,
-            best_score=rr.best_score,
+            threshold=cov.threshold,
+            absent_share=cov.absent_share,
         )
-        if reason:
-            structlog.contextvars.bind_contextvars(fallback=reason)
-            return h.fallback(rid, s.fallback_message_zh if lang == "zh" else s.fallback_message, ms())
+        if verdict.reason is not None:
+            structlog.contextvars.bind_contextvars(fallback=verdict.detail, reason=verdict.reason)
+            return h.fallback(rid, s.fallback_message_zh if lang == "zh" else s.fallback_message, ms(), verdict.reason)
         if avail.down("llm"):
             return h.failed(rid, "error", "llm_unavailable", LLM_DOWN, ms(), rr.passages)
         deadline = time.time() + m.message_expiry_s if m.message_expiry_s else None
@@ -195,15 +199,15 @@ async def main() -> None:
             return h.failed(rid, "error", "generation_failed", gr.error, ms())
         if h.says_unknown(gr.text):
             structlog.contextvars.bind_contextvars(fallback="model found no answer in the passages")
-            return h.fallback(rid, s.fallback_message_zh if lang == "zh" else s.fallback_message, ms())
+            return h.fallback(rid, s.fallback_message_zh if lang == "zh" else s.fallback_message, ms(), "model_unsure")
         valid = [i for i in gr.used if 0 <= i < len(rr.passages)] or list(range(len(rr.passages)))
         used = [rr.passages[i] for i in valid]
         if h.ungrounded(gr.text, used):
             structlog.contextvars.bind_contextvars(fallback="the answer states values found in no source")
-            return h.fallback(rid, s.fallback_message_zh if lang == "zh" else s.fallback_message, ms())
+            return h.fallback(rid, s.fallback_message_zh if lang == "zh" else s.fallback_message, ms(), "model_unsure")
         # The quoted passages' places among those used (the LLM lists every quoted one in `used`).
-        quoted = [valid.index(i) for i in gr.quoted if i in valid]
-        answer = h.compose(rid, gr.text, used, gr.model, ms(), quote=gr.quote, quoted=quoted)
+        quotes = [(valid.index(i), text) for i, text in gr.quotes if i in valid]
+        answer = h.compose(rid, gr.text, used, gr.model, ms(), quotes=quotes)
         if gr.cached:
             structlog.contextvars.bind_contextvars(cached=True)
             answer = msgspec.structs.replace(answer, cached=True)

@@ -7,9 +7,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lineside.text import has_cjk, normalise_line
 from schemas import codec, topics
-from schemas.lines import normalise_line
-from schemas.messages import Answer, AskRequest, ErrorInfo, Passage, Source
+from schemas.messages import Answer, AskRequest, ErrorInfo, Evidence, FallbackReason, Passage, Source
 
 SNIPPET_CHARS = 240
 """Enough of a passage for a person to recognise it on a handheld screen."""
@@ -66,58 +66,17 @@ def request_id_of(req: AskRequest | None, correlation_data: bytes | None) -> str
     return uuid.uuid4().hex
 
 
-def is_chinese(text: str) -> bool:
-    """True when ``text`` contains CJK ideographs."""
-    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
-
-
 def language(req: AskRequest) -> str:
     """'zh' for a Chinese question (or lang given as zh*), else 'en'."""
     if req.lang:
         return "zh" if req.lang.lower().startswith("zh") else "en"
-    return "zh" if is_chinese(req.question) else "en"
+    return "zh" if has_cjk(req.question) else "en"
 
 
-ABSENT_MIN_WORDS = 3
-"""A share of absent words is only judged on questions with at least this many content words."""
-
-
-def fallback_reason(
-    passages: Sequence[Passage],
-    unknown_terms: Sequence[str],
-    exact_match: bool,
-    threshold: float,
-    *,
-    content_words: int = 0,
-    absent_words: Sequence[str] = (),
-    absent_share: float = 0.5,
-    best_score: float | None = None,
-) -> str | None:
-    """Why the documents cannot answer, or None when they may.
-
-    Nothing found; the question names a code or line that no document mentions; or the best
-    passage does not contain every code and date the question names (``exact_match``) and
-    either at least ``absent_share`` of the question's content words are in no document, or
-    no passage is similar enough (cosine of all-MiniLM-L6-v2 embeddings below ``threshold``;
-    ``best_score``, the whole question's best, when the retriever sends it).
-    """
-    if not passages:
-        return "nothing found"
-    if unknown_terms:
-        return "not in any document: " + ", ".join(unknown_terms)
-    if exact_match:
-        return None
-    if content_words >= ABSENT_MIN_WORDS and len(absent_words) >= absent_share * content_words:
-        return f"{len(absent_words)} of the question's {content_words} words are in no document: " + ", ".join(absent_words)
-    best = max(p.score for p in passages) if best_score is None else best_score
-    if best < threshold:
-        return f"best score {best:.2f} below {threshold:.2f}"
-    return None
-
-
-def fallback(request_id: str, message: str, latency_ms: float) -> Answer:
-    """The 'contact technical support' answer; the LLM is never called for it."""
-    return Answer(request_id=request_id, status="fallback", answer=message, sources=[], model="", latency_ms=latency_ms)
+def fallback(request_id: str, message: str, latency_ms: float, reason: FallbackReason) -> Answer:
+    """The 'contact technical support' answer with why (``lineside.coverage`` reason codes, or
+    ``model_unsure`` when the model found no answer in the passages it was given)."""
+    return Answer(request_id=request_id, status="fallback", answer=message, sources=[], model="", latency_ms=latency_ms, reason=reason)
 
 
 def rejected(request_id: str, code: str, message: str, latency_ms: float = 0.0) -> Answer:
@@ -218,16 +177,14 @@ def compose(
     model: str,
     latency_ms: float,
     *,
-    quote: str = "",
-    quoted: Sequence[int] = (),
+    quotes: Sequence[tuple[int, str]] = (),
 ) -> Answer:
     """The answered reply: sources are the passages the text cites (renumbered in citation
-    order) or, when it cites none, the passages that support its facts; then those of
-    ``quoted`` (0-based indices into ``passages``) not among them. ``quote`` (the sources' own
-    lines) follows the text on a new line, as written: it is neither searched for citations nor
-    renumbered."""
+    order) or, when it cites none, the passages that support its facts; then those a quote comes
+    from. ``quotes`` (0-based passage index, the source's own line) become ``evidence`` with
+    their source numbers; ``answer`` is the model's text alone."""
     order = cited(text, len(passages)) or attribute(text, passages)
-    order += [i + 1 for i in quoted if 0 <= i < len(passages) and i + 1 not in order]
+    order += [i + 1 for i, _ in quotes if 0 <= i < len(passages) and i + 1 not in order]
     renumber = {old: new for new, old in enumerate(order, 1)}
 
     def _sub(m: re.Match[str]) -> str:
@@ -235,8 +192,6 @@ def compose(
         return "[" + ", ".join(str(k) for k in nums) + "]" if nums else ""
 
     text = _CITE.sub(_sub, text).strip()
-    if quote:
-        text = f"{text}\n{quote}"
     sources = [
         Source(
             doc=passages[k - 1].doc,
@@ -246,7 +201,10 @@ def compose(
         )
         for k in order
     ]
-    return Answer(request_id=request_id, status="answered", answer=text, sources=sources, model=model, latency_ms=latency_ms)
+    evidence = [Evidence(source=renumber[i + 1], text=q) for i, q in quotes if i + 1 in renumber]
+    return Answer(
+        request_id=request_id, status="answered", answer=text, sources=sources, model=model, latency_ms=latency_ms, evidence=evidence
+    )
 
 
 def reply_topic_refusal(topic: str, response_topic: str | None) -> str | None:

@@ -15,25 +15,6 @@ class GatewaySettings(Connection, kw_only=True):
     client_id: Annotated[str, msgspec.Meta(description="MQTT client id; fixed so the persistent session survives restarts")] = (
         "lineside-gateway"
     )
-    fallback_threshold: Annotated[
-        float,
-        msgspec.Meta(
-            description="Below this best cosine similarity (all-MiniLM-L6-v2) a question that names no code or date found in the "
-            "best passage is sent to technical support; calibrated on the dev corpus, see docs/retrieval.md",
-            ge=-1,
-            le=1,
-        ),
-    ] = 0.42
-    absent_share: Annotated[
-        float,
-        msgspec.Meta(
-            description="When at least this share of a question's content words (3 or more of them) is in no document and "
-            "no passage has every code and date it names, it is sent to technical support; calibrated on the dev corpus "
-            "(answerable questions: at most 0.25), see docs/retrieval.md",
-            gt=0,
-            le=1,
-        ),
-    ] = 0.5
     fallback_message: Annotated[str, msgspec.Meta(description="Fallback answer for non-Chinese questions")] = (
         "Please contact technical support."
     )

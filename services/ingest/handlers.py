@@ -46,7 +46,7 @@ def check_size(name: str, size: int, max_bytes: int) -> None:
         raise DocumentError(name, "the file is empty (0 bytes)")
 
 
-PARSING = 3
+PARSING = 4
 """Raised whenever parsing or chunking changes what a file becomes (2: wrapped lines joined; 3: not
 inside Markdown code blocks), so
 that ingesting an unchanged file after an upgrade re-indexes it instead of keeping old chunks."""

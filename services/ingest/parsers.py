@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from lineside.errors import DocumentError
+from lineside.text import is_cjk
 from services.ingest.chunking import Section
 
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -60,7 +61,7 @@ def unwrap(text: str, *, width: int | None = None) -> str:
             can_join = False
             continue
         if can_join and out and out[-1] and not _BLOCK_START.match(line):
-            glue = "" if (_is_cjk(out[-1][-1][-1]) and _is_cjk(line.strip()[0])) else " "
+            glue = "" if (is_cjk(out[-1][-1][-1]) and is_cjk(line.strip()[0])) else " "
             out[-1] += [glue, line.strip()]
         else:
             out.append([line])
@@ -73,10 +74,6 @@ def unwrap(text: str, *, width: int | None = None) -> str:
             and not re.match(r"^\s*(?:#|\||[-=_*]{3,}\s*$)", line)
         )
     return "\n".join("".join(parts) for parts in out)
-
-
-def _is_cjk(ch: str) -> bool:
-    return "\u3000" <= ch <= "\u9fff" or "\uff00" <= ch <= "\uffef"
 
 
 def _md_table_rows(lines: list[str]) -> list[str]:
@@ -264,9 +261,14 @@ def _cells_text(cells: Iterable[object]) -> list[str]:
     return ["" if c is None else str(c) for c in cells]
 
 
+LINE_HEADERS = frozenset(["line", "production line", "line no", "line no.", "line id", "线", "线体", "线别", "产线", "生产线"])
+"""Column headers of a table's production-line column, as English and Chinese plant workbooks
+(downtime logs, program registers) write them: the row's value there is the line it is for."""
+
+
 def _line_of(header: Sequence[str], cells: Sequence[str]) -> str | None:
     for i, h in enumerate(header):
-        if h.strip().lower() in ("line", "production line") and i < len(cells) and cells[i].strip():
+        if h.strip().lower() in LINE_HEADERS and i < len(cells) and cells[i].strip():
             return cells[i].strip()
     return None
 

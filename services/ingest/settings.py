@@ -7,6 +7,7 @@ from typing import Annotated
 import msgspec
 
 from lineside.settings import Connection
+from lineside.text import MAX_DOCUMENT_MB
 
 
 class IngestSettings(Connection, kw_only=True):
@@ -18,7 +19,7 @@ class IngestSettings(Connection, kw_only=True):
     inbox_poll_s: Annotated[
         float, msgspec.Meta(description="How often <data>/inbox is scanned; a file is taken once its size is stable across two scans", gt=0)
     ] = 2.0
-    max_document_mb: Annotated[float, msgspec.Meta(description="Largest document accepted, in MiB", gt=0)] = 50.0
+    max_document_mb: Annotated[float, msgspec.Meta(description="Largest document accepted, in MiB", gt=0)] = float(MAX_DOCUMENT_MB)
     # 30 s: the CLI sends pieces back to back (milliseconds apart on a LAN), so half a minute of
     # silence means the sender died or lost its connection, while a brief broker reconnect fits.
     transfer_stall_s: Annotated[

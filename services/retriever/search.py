@@ -33,6 +33,7 @@ from services.retriever.handlers import (
     line_spellings,
     record_preference,
     refers_to_unnamed,
+    unknown_line_names,
 )
 
 MAX_TERM_SHARE = 0.5
@@ -51,6 +52,7 @@ class SearchResult(NamedTuple):
     content_words: int = 0
     absent_words: list[str] = []  # noqa: RUF012 - a NamedTuple default, never mutated
     best_score: float | None = None
+    unknown_lines: list[str] = []  # noqa: RUF012 - a NamedTuple default, never mutated
 
 
 FILTERED_POOL_FACTOR = 4
@@ -108,12 +110,15 @@ def hybrid_search(
         named = index.informative([n for n in names if index.contains(n)], MAX_TERM_SHARE, MAX_TERM_DF) if names else []
         name_ids = index.lexical_ranking(fts_query(named), pool) if named else []
         candidates = index.passages(list(dict.fromkeys([*exact_ids, *date_ids, *name_ids, *vec_ids, *lex_ids])), vector)
+        known_lines = index.line_names()
         unknown = [t for t in identifiers(question) if not index.contains(t)]
-        unknown += [f"Line {n}" for n in line_mentions(question) if not any(index.contains(sp) for sp in line_spellings(n))]
+        no_line = [f"Line {n}" for n in line_mentions(question) if not any(index.contains(sp) for sp in line_spellings(n))]
+        no_line += [n for n in unknown_line_names(question, known_lines) if n not in no_line]
+        unknown += [n for n in no_line if n not in unknown]
         words = content_words(question)
         absent = index.absent(words)
-    fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates, today)], fusion_weights(question))
-    exact = exact_counts(question, candidates, today)
+    fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates, today, known_lines)], fusion_weights(question))
+    exact = exact_counts(question, candidates, today, known_lines)
     for p in candidates if named else ():  # only an ask that follows names: every search runs this
         blob = f"{p.title}\n{p.text}".casefold()
         found = sum(n.casefold() in blob for n in named)
@@ -124,12 +129,16 @@ def hybrid_search(
     # Only where the question names something exact: elsewhere the fused ranking decides alone.
     prefer = record_preference(question, candidates, today) if exact else {}
     candidates.sort(
-        key=lambda p: (exact.get(p.chunk_id, 0), prefer.get(p.chunk_id, 0) if p.chunk_id in exact else 0, fused.get(p.chunk_id, 0.0)),
+        key=lambda p: (
+            exact.get(p.chunk_id, 0),
+            prefer.get(p.chunk_id, 0) if p.chunk_id in exact else 0,
+            fused.get(p.chunk_id, 0.0),
+        ),
         reverse=True,
     )
     hits = [p for p in candidates if scope.allows(p)][:k]
     best = max((p.score for p in hits), default=None)
-    return SearchResult(hits, unknown, bool(hits) and exact_match(question, hits[0]), len(words), absent, best)
+    return SearchResult(hits, unknown, bool(hits) and exact_match(question, hits[0], known_lines), len(words), absent, best, no_line)
 
 
 FOLLOWUP_FROM = 3

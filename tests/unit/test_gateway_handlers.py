@@ -37,15 +37,6 @@ def test_language_from_text_or_field():
     assert h.language(AskRequest(question="What is E-104?", lang="zh-CN")) == "zh"
 
 
-def test_fallback_reasons():
-    assert h.fallback_reason([], [], False, 0.4) == "nothing found"
-    assert "E-999" in (h.fallback_reason([_p(1)], ["E-999"], True, 0.4) or "")
-    assert "below" in (h.fallback_reason([_p(1, score=0.2), _p(2, score=0.3)], [], False, 0.4) or "")
-    assert h.fallback_reason([_p(1, score=0.2), _p(2, score=0.5)], [], False, 0.4) is None
-    # A passage holding the exact code and date asked about is enough, however terse it is.
-    assert h.fallback_reason([_p(1, score=0.2)], [], True, 0.4) is None
-
-
 def test_citations_are_parsed_in_all_common_forms():
     assert h.cited("45 N·m [2]. Also [1, 3] and 【2】 [9]", 3) == [2, 1, 3]
     assert h.cited("no citations", 3) == []
@@ -164,17 +155,18 @@ def test_unavailable_answer_lists_the_passages_found_as_sources():
     assert "85 N·m" in ans.sources[0].snippet
 
 
-def test_quoted_sources_are_cited_and_the_quote_is_not_read_as_the_model_s_words():
+def test_quotes_travel_as_evidence_with_their_source_numbers_not_in_the_answer():
     passages = [_p(1), _p(2, doc="notice.txt"), _p(3, doc="store.md")]
-    quote = "\u201cSee note [2]. Sensor B4 does not provide a signal.\u201d"
-    ans = h.compose("r1", "Torque is 45 N·m.", passages, "m", 1.0, quote=quote, quoted=[2])
-    assert ans.answer.endswith(quote)  # as the document writes it, "[2]" included
-    assert ans.answer.startswith("Torque is 45 N·m.")
-    assert "store.md" in [s.doc for s in ans.sources]  # quoted, though the answer names nothing of it
+    line = "See note [2]. Sensor B4 does not provide a signal."
+    ans = h.compose("r1", "Torque is 45 N·m [1].", passages, "m", 1.0, quotes=[(2, line)])
+    assert ans.answer == "Torque is 45 N·m [1]."  # the model's words alone: an HMI field shows a clean sentence
+    assert [s.doc for s in ans.sources] == ["m.pdf", "store.md"]  # quoted, though the answer names nothing of it
+    assert [(e.source, e.text) for e in ans.evidence] == [(2, line)]  # as the document writes it, "[2]" included
     assert not h.says_unknown("Torque is 45 N·m.")  # the gateway checks the model's words only
+    # An answer without quotes carries no evidence field at all (old devices see the v1 fields).
+    assert b'"evidence"' not in codec.encode_answer(h.compose("r2", "x [1]", passages, "m", 1.0), msgpack=False)
 
 
-def test_the_fallback_score_is_the_whole_question_s_when_the_retriever_sends_it():
-    # An ask's passage took the place of the question's best-scoring one: the decision stays.
-    assert h.fallback_reason([_p(1, score=0.3)], [], False, 0.4, best_score=0.46) is None
-    assert "0.30" in (h.fallback_reason([_p(1, score=0.5)], [], False, 0.4, best_score=0.3) or "")
+def test_a_fallback_says_why():
+    ans = h.fallback("r1", "Please contact technical support.", 3.0, "unknown_line")
+    assert (ans.status, ans.reason, ans.sources) == ("fallback", "unknown_line", [])

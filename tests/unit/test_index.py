@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from schemas.messages import Chunk
-from services.retriever.adapters import DIM, Index
+from services.retriever.adapters import Index, UniversalSentenceEncoder
 from services.retriever.search import hybrid_search, search
+
+DIM = UniversalSentenceEncoder.dim
 
 
 def _vecs(n: int, seed: int) -> np.ndarray:
@@ -154,7 +156,7 @@ def test_an_index_saved_by_an_older_version_is_rebuilt_in_the_current_type(tmp_p
     faiss.write_index(old, str(tmp_path / "index" / "vectors.faiss"))
     again = Index(tmp_path / "index")
     try:
-        assert Index._is_current(again._vectors)
+        assert again._is_current(again._vectors)
         assert again.passages(again.vector_ranking(vecs[2], 1), vecs[2])[0].text == "three"
     finally:
         again.close()
@@ -223,3 +225,40 @@ def test_each_ask_of_a_two_part_question_brings_its_own_source(index):
     assert found.best_score == hybrid_search(index, embed(question), question, 2, 10).best_score  # what fallback compares
     assert "every 60 minutes" in found.passages[1].text
     assert found.passages[1].ask == first_ask  # the LLM service quotes it for that ask
+
+
+def test_an_index_built_with_another_embedding_model_re_embeds_its_chunks(tmp_path):
+    idx = Index(tmp_path / "index", model="model-a")
+    idx.replace("a.csv", "a", "v1", _chunks("one", "two", "three"), _vecs(3, 23))
+    idx.close()
+    small = 8
+
+    def embed(texts):
+        v = np.random.default_rng(len(texts)).normal(size=(len(texts), small)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    again = Index(tmp_path / "index", dim=small, model="model-b")
+    assert again.stale
+    assert len(again) == 0  # vectors of another model are never searched
+    assert again.reembed(embed, lambda title, text: text) == 3
+    assert (again.stale, len(again)) == (False, 3)
+    assert len(again.vector_ranking(embed(["q"])[0], 2)) == 2
+    again.close()
+    reopened = Index(tmp_path / "index", dim=small, model="model-b")
+    try:
+        assert (reopened.stale, len(reopened)) == (False, 3)  # re-embedded once, remembered
+    finally:
+        reopened.close()
+
+
+def test_the_plant_s_lines_are_learned_from_its_tables(tmp_path):
+    idx = Index(tmp_path / "index")
+    rows = [Chunk(locator=f"row {i}", title="log.csv", text=f"line: {ln}; code: E-1{i}", line=ln) for i, ln in enumerate(["SMT-1", "SMT-2"])]
+    idx.replace("log.csv", "log", "v1", rows, _vecs(2, 29))
+    try:
+        assert sorted(idx.line_names()) == ["SMT-1", "SMT-2"]
+        found = hybrid_search(idx, _vecs(1, 31)[0], "What stopped SMT-3 yesterday?", 2, 10)
+        assert found.unknown_lines == ["SMT-3"]
+        assert "SMT-3" in found.unknown_terms
+    finally:
+        idx.close()

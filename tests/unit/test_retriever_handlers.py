@@ -1,11 +1,12 @@
 """Retrieval logic: query terms, identifiers, line scoping, fusion."""
 
+from lineside import text
 from schemas.messages import Chunk
 from services.retriever import handlers as h
 
 
 def test_lexical_terms_keep_codes_and_drop_stopwords():
-    terms = h.lexical_terms("What does fault code E-104 mean on the RF-40 filler?")
+    terms = text.lexical_terms("What does fault code E-104 mean on the RF-40 filler?")
     assert "E-104" in terms
     assert "RF-40" in terms
     assert "filler" in terms
@@ -14,8 +15,8 @@ def test_lexical_terms_keep_codes_and_drop_stopwords():
 
 
 def test_chinese_terms_are_bigrams_in_query_and_index():
-    assert h.lexical_terms("贴标机报警") == ["贴标", "标机", "机报", "报警"]
-    assert h.lexical_text("3 线贴标机 E-104") == "3  线贴 贴标 标机  E-104"
+    assert text.lexical_terms("贴标机报警") == ["贴标", "标机", "机报", "报警"]
+    assert text.lexical_text("3 线贴标机 E-104") == "3  线贴 贴标 标机  E-104"
 
 
 def test_fts_query_quotes_terms():
@@ -41,7 +42,7 @@ def test_rrf_rewards_agreement():
 
 
 def test_embedding_text_includes_title():
-    assert h.embedding_text(Chunk(locator="page 1", title="Manual > 3 Torques", text="45 N·m")) == "Manual > 3 Torques\n45 N·m"
+    assert h.embedding_text("Manual > 3 Torques", "45 N·m") == "Manual > 3 Torques\n45 N·m"
 
 
 def test_dates_without_a_year_become_exact_groups():

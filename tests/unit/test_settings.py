@@ -10,9 +10,9 @@ from services.gateway.settings import GatewaySettings
 def test_shared_and_prefixed_variables(monkeypatch):
     monkeypatch.setenv("LINESIDE_MQTT_PORT", "18999")
     monkeypatch.setenv("LINESIDE_DATA_DIR", "/srv/lineside")
-    monkeypatch.setenv("LINESIDE_GATEWAY_FALLBACK_THRESHOLD", "0.5")
+    monkeypatch.setenv("LINESIDE_GATEWAY_TOP_K", "6")
     s = load(GatewaySettings, "LINESIDE_GATEWAY_")
-    assert (s.mqtt_port, s.data_dir, s.fallback_threshold) == (18999, "/srv/lineside", 0.5)
+    assert (s.mqtt_port, s.data_dir, s.top_k) == (18999, "/srv/lineside", 6)
 
 
 def test_bad_value_names_the_field(monkeypatch):

@@ -1,0 +1,129 @@
+"""Whether the plant's documents cover a question: the one decision the gateway and `lineside eval` share.
+
+The retriever reports what it found (passages, their similarity, which of the question's names no
+document contains); this module turns that into "answer" or "fall back, because ...", with a
+reason code a device can act on. Settings are calibrated on one plant's questions and checked on
+another's without change (docs/retrieval.md, "Coverage").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
+
+from schemas.messages import FallbackReason, Passage
+
+NOTHING_FOUND: FallbackReason = "nothing_found"
+UNKNOWN_LINE: FallbackReason = "unknown_line"
+UNKNOWN_MACHINE: FallbackReason = "unknown_machine"
+UNKNOWN_CODE: FallbackReason = "unknown_code"
+NOT_COVERED: FallbackReason = "not_covered"
+REASONS = (NOTHING_FOUND, UNKNOWN_LINE, UNKNOWN_MACHINE, UNKNOWN_CODE, NOT_COVERED)
+"""Reason codes of a fallback answer (``Answer.reason``)."""
+
+ABSENT_MIN_WORDS = 3
+"""A share of absent words is only judged on questions with at least this many content words."""
+
+
+ENV_PREFIX = "LINESIDE_COVERAGE_"
+
+
+class CoverageSettings(msgspec.Struct, kw_only=True):
+    """The coverage decision's calibration (environment prefix LINESIDE_COVERAGE_), shared by the gateway and `lineside eval`."""
+
+    threshold: Annotated[
+        float,
+        msgspec.Meta(
+            description="Below this best similarity between the question and a passage, a question whose codes and dates are "
+            "not all in its best passage is sent to technical support; calibrated on one plant, checked on another "
+            "(docs/retrieval.md, Coverage)",
+            ge=-1,
+            le=1,
+        ),
+    ] = 0.28
+    absent_share: Annotated[
+        float,
+        msgspec.Meta(
+            description="When at least this share of a question's content words (3 or more of them) is in no document and "
+            "no passage has every code and date it names, it is sent to technical support",
+            gt=0,
+            le=1,
+        ),
+    ] = 0.5
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why the documents do not cover a question (``reason`` a code of ``REASONS``), or covered."""
+
+    reason: FallbackReason | None = None
+    detail: str = ""
+
+    @property
+    def covered(self) -> bool:
+        """True when the question may be answered from the documents."""
+        return self.reason is None
+
+
+_LINE_WORD = re.compile(r"\b(?:line|lines)\b|线|产线", re.IGNORECASE)
+_CODE_WORD = re.compile(r"\b(?:alarm|fault|error|code|warning|message)s?\b|报警|故障|代码|错误|警告|告警", re.IGNORECASE)
+
+
+def unknown_kind(term: str, question: str) -> FallbackReason:
+    """What kind of name a term no document contains is, from how the question uses it.
+
+    Serves the way technicians name things: a production line is written "Line 4", "4号线" or
+    "SMT-3 线" (a line word next to it); a fault or alarm code is asked about with "alarm",
+    "fault", "code", "报警", "故障"; anything else with letters and digits is a machine, model,
+    asset or part.
+    """
+    if term.startswith("Line ") or term.startswith("line "):
+        return UNKNOWN_LINE
+    at = question.find(term)
+    if at >= 0:
+        near = question[max(0, at - 12) : at + len(term) + 6]
+        if _LINE_WORD.search(near):
+            return UNKNOWN_LINE
+    return UNKNOWN_CODE if _CODE_WORD.search(question) else UNKNOWN_MACHINE
+
+
+def decide(
+    question: str,
+    passages: Sequence[Passage],
+    *,
+    unknown_terms: Sequence[str] = (),
+    unknown_lines: Sequence[str] = (),
+    exact_match: bool = False,
+    best_score: float | None = None,
+    content_words: int = 0,
+    absent_words: Sequence[str] = (),
+    threshold: float,
+    absent_share: float,
+) -> Verdict:
+    """Whether the documents cover ``question``, from what the retriever found.
+
+    In order: nothing found; a line, machine or code the question names that no document
+    contains (each kind its own reason); the best passage contains every code and date the
+    question names (covered); most of the question's content words are in no document; the
+    best similarity of the question to a passage is below ``threshold``.
+    """
+    if not passages:
+        return Verdict(NOTHING_FOUND, "no passage found")
+    if unknown_terms:
+        kinds = [UNKNOWN_LINE if t in unknown_lines else unknown_kind(t, question) for t in unknown_terms]
+        kind = next((k for k in (UNKNOWN_LINE, UNKNOWN_CODE, UNKNOWN_MACHINE) if k in kinds), UNKNOWN_MACHINE)
+        return Verdict(kind, "not in any document: " + ", ".join(unknown_terms))
+    if exact_match:
+        return Verdict()
+    if content_words >= ABSENT_MIN_WORDS and len(absent_words) >= absent_share * content_words:
+        return Verdict(
+            NOT_COVERED, f"{len(absent_words)} of the question's {content_words} words are in no document: " + ", ".join(absent_words)
+        )
+    best = max(p.score for p in passages) if best_score is None else best_score
+    if best < threshold:
+        return Verdict(NOT_COVERED, f"best score {best:.2f} below {threshold:.2f}")
+    return Verdict()

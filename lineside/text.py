@@ -1,0 +1,221 @@
+"""Text and language rules of plant documents, in one place for every service.
+
+Tokenising for BM25, CJK detection, stopwords, codes and part numbers, production lines and the
+document size limit. Each rule's docstring names the kind of plant language it serves.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_DOCUMENT_MB = 50
+"""Largest document accepted, in MiB (LINESIDE_INGEST_MAX_DOCUMENT_MB overrides it): a 300-page
+scanned vendor manual is ~40 MiB; anything larger is usually a mistake (a video, an archive)."""
+MAX_DOCUMENT_BYTES = MAX_DOCUMENT_MB * 2**20
+
+CJK_CLASS = "\u3400-\u4dbf\u4e00-\u9fff"
+"""CJK ideographs (Unified + Extension A): Chinese manuals, notices and table columns."""
+CJK_PUNCT_CLASS = "\u3000-\u303f\uff00-\uffef"
+"""CJK punctuation and full-width forms (，。：（）), which Chinese text mixes with ideographs."""
+CJK_RUN = re.compile(f"[{CJK_CLASS}]+")
+
+
+def is_cjk(ch: str) -> bool:
+    """True for one CJK ideograph or CJK punctuation mark (a line break next to it is not a word break)."""
+    return bool(re.match(f"[{CJK_CLASS}{CJK_PUNCT_CLASS}]", ch))
+
+
+def has_cjk(text: str) -> bool:
+    """True when ``text`` contains Chinese ideographs: the question (or document) is Chinese or mixed."""
+    return CJK_RUN.search(text) is not None
+
+
+def language(text: str) -> str:
+    """'zh' for text with Chinese in it (a mixed question "SP-600 刮刀压力多少?" is asked in Chinese), else 'en'."""
+    return "zh" if has_cjk(text) else "en"
+
+
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "being",
+        "by",
+        "can",
+        "could",
+        "do",
+        "does",
+        "did",
+        "for",
+        "from",
+        "has",
+        "have",
+        "how",
+        "i",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "our",
+        "should",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "me",
+        "my",
+        "any",
+        "all",
+        "also",
+        "each",
+        "other",
+        "about",
+        "after",
+        "before",
+        "during",
+        "over",
+        "under",
+        "much",
+        "many",
+        "please",
+        "tell",
+        "show",
+        "give",
+        "get",
+        "got",
+        "need",
+        "must",
+    ]
+)
+"""English function words and request verbs ("tell me", "please show") that say nothing about what
+a technician asks: left out of BM25 queries and of the words a question must share with a line."""
+
+
+def bigrams(run: str) -> list[str]:
+    """Overlapping character bigrams of a Chinese run (one character stays one token): Chinese
+    is written without spaces, and bigrams match words without a dictionary (Lucene's CJK analysis)."""
+    return [run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)]
+
+
+def lexical_text(text: str) -> str:
+    """Text as the BM25 index stores it: Chinese runs become their bigrams; the rest is kept."""
+    return CJK_RUN.sub(lambda m: " " + " ".join(bigrams(m.group(0))) + " ", text)
+
+
+_TOKEN_SPLIT = re.compile(r"[^\w]+|_")
+
+
+def index_tokens(term: str) -> list[str]:
+    """The tokens SQLite FTS5's unicode61 tokenizer makes of ``term`` after ``lexical_text``."""
+    return [t for t in _TOKEN_SPLIT.split(lexical_text(term).casefold()) if t]
+
+
+LATIN_TERM = re.compile(r"[A-Za-z0-9][A-Za-z0-9.,/·°%-]*[A-Za-z0-9%]|[A-Za-z0-9]")
+"""A Latin word, number, code or value with its unit as plant documents write them: "E-104",
+"12.5", "4,5", "N·m", "60%", "1/2"."""
+
+
+def lexical_terms(text: str) -> list[str]:
+    """Query terms for BM25: Latin words and codes (2+ characters, no stopwords) and the
+    character bigrams of Chinese runs, each once."""
+    terms: list[str] = []
+    for m in LATIN_TERM.finditer(text):
+        w = m.group(0).strip(".,")
+        if len(w) >= 2 and w.lower() not in STOPWORDS:
+            terms.append(w)
+    for run in CJK_RUN.findall(text):
+        terms.extend(bigrams(run))
+    seen: set[str] = set()
+    out = []
+    for t in terms:
+        if t.lower() not in seen:
+            seen.add(t.lower())
+            out.append(t)
+    return out
+
+
+def terms(text: str) -> set[str]:
+    """The words of ``text`` that say what it is about, for comparing a question with a line:
+    casefolded Latin words of 2+ characters without stopwords, Chinese bigrams, and each line it
+    names as one term ``line#N`` ("Line 3", "3 线", the asset tag "L3-FIL-01" are one line)."""
+    words = {w.casefold().strip(".,") for w in LATIN_TERM.findall(text)}
+    cjk = {b for run in CJK_RUN.findall(text) for b in bigrams(run) if len(b) == 2}
+    lines = {f"line#{n}" for n in mentioned_lines(text)}
+    return {w for w in words | cjk if w not in STOPWORDS and len(w) >= 2} | lines
+
+
+_A = r"(?<![A-Za-z0-9-])"
+_Z = r"(?![A-Za-z0-9])"
+CODE = re.compile(rf"{_A}(?=[A-Za-z0-9-]*\d)(?=[A-Za-z0-9-]*[A-Za-z])[A-Za-z0-9]+(?:-[A-Za-z0-9]+)+{_Z}|{_A}[A-Z]{{1,3}}\d{{2,}}{_Z}")
+"""A fault code, part number, model or asset tag as plant documents write them: letters and digits
+joined by hyphens ("E-104", "HP-4471-B", "L3-FIL-01"), or a short capital prefix and digits
+("Q34", "P21"). Bounded by non-alphanumerics rather than word boundaries, so a code written
+against Chinese ("E-104报警", "SMT-2线") is found as in English text."""
+
+
+def identifiers(text: str) -> list[str]:
+    """The codes and part numbers ``text`` names (3+ characters), in order, each once."""
+    return list(dict.fromkeys(m.group(0) for m in CODE.finditer(text) if len(m.group(0)) >= 3))
+
+
+LINE_MENTION = re.compile(r"\bline\s*(\d{1,2})(?!\d)|(\d{1,2})\s*号?\s*线|\bL(\d{1,2})-", re.IGNORECASE)
+"""How text names a numbered production line: 'Line 3', '3 线', '3号线', or an asset tag 'L3-FIL-01'."""
+
+
+def mentioned_lines(text: str) -> list[str]:
+    """The line numbers ``text`` names, in order, each once ('Line 3 and L2-CAP-01' -> ['3', '2'])."""
+    return list(dict.fromkeys("".join(m) for m in LINE_MENTION.findall(text)))
+
+
+def normalise_line(value: str) -> str:
+    """'Line 3', 'line3', 'L3' and '3' all name line 3; other names ('SMT-1') are compared casefolded."""
+    v = value.strip().lower().replace(" ", "")
+    for prefix in ("line", "l"):
+        if v.startswith(prefix) and v[len(prefix) :].isdigit():
+            return v[len(prefix) :]
+    return v
+
+
+_CJK_ANY = f"[{CJK_CLASS}{CJK_PUNCT_CLASS}]"
+_CJK_GAP = re.compile(rf"\s+(?={_CJK_ANY})|(?<={_CJK_ANY})\s+")
+
+
+def compare_form(text: str) -> str:
+    """Text for comparing what two texts state: whitespace collapsed, none next to Chinese (a line
+    break in Chinese is not a word break), casefolded."""
+    return _CJK_GAP.sub("", " ".join(text.split())).casefold()

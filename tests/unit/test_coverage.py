@@ -1,0 +1,48 @@
+"""The coverage decision: answer, or fall back with a reason a device can act on."""
+
+from lineside import coverage
+from schemas.messages import Passage
+
+
+def _p(score: float) -> Passage:
+    return Passage(chunk_id=1, doc="m.pdf", doc_id="d", locator="page 1", text="t", score=score)
+
+
+def _decide(question: str, passages: list[Passage], **kw) -> coverage.Verdict:
+    return coverage.decide(question, passages, threshold=0.3, absent_share=0.5, **kw)
+
+
+def test_nothing_found_falls_back():
+    assert _decide("anything", []).reason == "nothing_found"
+
+
+def test_a_line_the_plant_does_not_have_is_named_as_such():
+    v = _decide("Changeover time on SMT-3?", [_p(0.6)], unknown_terms=["SMT-3"], unknown_lines=["SMT-3"])
+    assert (v.reason, v.covered) == ("unknown_line", False)
+    assert "SMT-3" in v.detail
+
+
+def test_unknown_codes_and_machines_are_told_apart_by_how_they_are_asked():
+    assert _decide("What does alarm A-44 mean?", [_p(0.6)], unknown_terms=["A-44"]).reason == "unknown_code"
+    assert _decide("报警 E-130 是什么意思？", [_p(0.6)], unknown_terms=["E-130"]).reason == "unknown_code"
+    assert _decide("Nozzle for the HM-720?", [_p(0.6)], unknown_terms=["HM-720"]).reason == "unknown_machine"
+    assert _decide("Torque on Line 4 capper?", [_p(0.6)], unknown_terms=["Line 4"]).reason == "unknown_line"
+
+
+def test_an_exact_match_is_enough_however_low_the_score():
+    assert _decide("E-104 on 2026-10-03?", [_p(0.1)], exact_match=True).covered
+
+
+def test_low_similarity_and_unknown_words_fall_back_as_not_covered():
+    assert _decide("canteen menu", [_p(0.2)]).reason == "not_covered"
+    assert _decide("canteen menu", [_p(0.2)], best_score=0.5).covered  # the whole question's best decides
+    v = _decide("technician salaries bonus", [_p(0.9)], content_words=3, absent_words=["salaries", "bonus"])
+    assert v.reason == "not_covered"
+    assert "salaries" in v.detail
+
+
+def test_the_settings_load_from_their_own_prefix(monkeypatch):
+    from lineside.settings import load
+
+    monkeypatch.setenv("LINESIDE_COVERAGE_THRESHOLD", "0.35")
+    assert load(coverage.CoverageSettings, coverage.ENV_PREFIX).threshold == 0.35
