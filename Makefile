@@ -75,7 +75,7 @@ up: venv models mosquitto
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy schemas lineside/security.py services/gateway/handlers.py services/retriever/handlers.py services/llm/handlers.py services/ingest/handlers.py
+	$(BIN)/mypy schemas lineside services
 
 test: venv mosquitto lint
 	@$(MAKE) -s models PROFILE=default

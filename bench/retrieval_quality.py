@@ -101,6 +101,7 @@ def evaluate(folder: Path, embedder, cov: CoverageSettings, show: bool, sweep: b
                     "kind": q.get("kind", ""),
                     "answerable": q.get("answerable", True),
                     "rank": rank,
+                    "all_found": all(d in docs for d in q.get("expected_sources", [])),
                     "fallback": verdict.reason,
                     "detail": verdict.detail,
                     "best": found.best_score,
@@ -130,6 +131,9 @@ def evaluate(folder: Path, embedder, cov: CoverageSettings, show: bool, sweep: b
         ans = [r for r in sel if r["answerable"]]
         oos = [r for r in sel if not r["answerable"]]
         fig = {f"recall@{k}": round(sum(1 for r in ans if r["rank"] and r["rank"] <= k) / max(1, len(ans)), 3) for k in (1, 3)}
+        multi = [r for r in ans if r["kind"] == "multi-doc"]
+        if multi:
+            fig["multi_doc_all_sources"] = f"{sum(r['all_found'] for r in multi)}/{len(multi)}"
         fig["answerable_fell_back"] = f"{sum(1 for r in ans if r['fallback'])}/{len(ans)}"
         fig["oos_answered"] = f"{sum(1 for r in oos if not r['fallback'])}/{len(oos)}"
         fig["retrieved_and_kept"] = (

@@ -15,9 +15,10 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
+import msgspec
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -86,7 +87,7 @@ class Bus:
             will = aiomqtt.Will(topics.status(service), b"offline", qos=QOS, retain=True)
         connect_props = None
         if persistent:
-            connect_props = Properties(PacketTypes.CONNECT)
+            connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             connect_props.SessionExpiryInterval = SESSION_EXPIRY_S
         self._conn = conn
         tls = ssl.create_default_context(cafile=conn.mqtt_ca_file) if conn.mqtt_tls else None
@@ -159,7 +160,7 @@ class Bus:
         """Publish at QoS 1 with optional MQTT 5 request/response properties."""
         props = None
         if response_topic or correlation_data or content_type or message_expiry_s:
-            props = Properties(PacketTypes.PUBLISH)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             if response_topic:
                 props.ResponseTopic = response_topic
             if correlation_data:
@@ -217,3 +218,74 @@ async def run_forever(
             on_error(str(group.exceptions[0]), wait)
             await asyncio.sleep(wait)
             delay = min(delay * 2, max_delay_s)
+
+
+R = TypeVar("R")
+
+
+class _Correlated(msgspec.Struct):
+    """Just the request id of a reply (every internal reply carries one; other fields ignored)."""
+
+    request_id: str = ""
+
+
+class Replies:
+    """Request/reply over one bus: the bus's reply inbox, a table of requests waiting for their
+    reply by request id, and a timeout. Every request/reply exchange of Lineside goes through it.
+
+    A service whose dispatcher already reads ``bus.messages()`` hands each message to
+    ``deliver``; a command-line tool with no dispatcher of its own runs ``pump`` instead.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.inbox = topics.reply_inbox(bus.client_id)
+        self._pending: dict[str, tuple[asyncio.Future[Any], type[Any]]] = {}
+
+    async def request(self, topic: str, message: msgspec.Struct, reply_type: type[R], timeout_s: float, *, key: str | None = None) -> R:
+        """Publish ``message`` (MessagePack; its ``reply_to`` should be ``self.inbox``) and wait for
+        the ``reply_type`` with the same request id; TimeoutError after ``timeout_s``."""
+        rid = key if key is not None else str(getattr(message, "request_id", ""))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = (fut, reply_type)
+        try:
+            await self.bus.publish(topic, msgspec.msgpack.encode(message))
+            result: R = await asyncio.wait_for(fut, timeout_s)
+            return result
+        finally:
+            self._pending.pop(rid, None)
+
+    def waiting(self, rid: str) -> bool:
+        """True while a request with this id waits for its reply."""
+        return rid in self._pending
+
+    def fail(self, rid: str, exc: BaseException) -> None:
+        """End a waiting request with ``exc`` (its worker went away)."""
+        entry = self._pending.get(rid)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(exc)
+
+    def deliver(self, m: Inbound) -> bool:
+        """Complete the request ``m`` replies to; False when ``m`` is not such a reply (another
+        message on the inbox, such as a stream piece, or a reply nobody waits for any more).
+        Raises msgspec errors for a payload that is not MessagePack."""
+        if m.topic != self.inbox:
+            return False
+        rid = msgspec.msgpack.decode(m.payload, type=_Correlated).request_id
+        entry = self._pending.get(rid)
+        if entry is None or entry[0].done():
+            return False
+        try:
+            reply = msgspec.msgpack.decode(m.payload, type=entry[1])
+        except msgspec.ValidationError:
+            return False  # same request id, another message type (a stream piece)
+        entry[0].set_result(reply)
+        return True
+
+    async def pump(self) -> None:
+        """Read the bus and deliver replies until cancelled (for callers with no dispatcher)."""
+        async for m in self.bus.messages():
+            try:
+                self.deliver(m)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # not ours to judge: a garbled message on a private inbox

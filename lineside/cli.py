@@ -28,11 +28,12 @@ def _conn(args: argparse.Namespace, *, as_admin: bool = True) -> Connection:
         overrides["data_dir"] = str(Path(args.data).resolve())
     conn = load(Connection, "LINESIDE_", overrides)
     if as_admin and conn.mqtt_username is None:
-        from lineside import security
+        from lineside.security.accounts import ADMIN
+        from lineside.security.layout import paths
 
-        admin = security.paths(Path(conn.data_dir)).secret(security.ADMIN)
+        admin = paths(Path(conn.data_dir)).secret(ADMIN)
         if admin.is_file():
-            conn.mqtt_username = security.ADMIN
+            conn.mqtt_username = ADMIN
             conn.mqtt_password = admin.read_text().strip()
     return conn
 
@@ -58,10 +59,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_certs(args: argparse.Namespace) -> int:
     """Create the box's CA and the broker's server certificate (or cover more host names)."""
-    from lineside import security
+    from lineside.security.certs import certs_init
+    from lineside.security.layout import paths
 
     data = Path(_conn(args, as_admin=False).data_dir)
-    certs = security.certs_init(security.paths(data).certs, tuple(args.host or ()), force=args.force)
+    certs = certs_init(paths(data).certs, tuple(args.host or ()), force=args.force)
     print(f"CA certificate (give it to every device): {certs.ca_cert}")
     print(f"server certificate: {certs.server_cert} (restart `lineside up` to use a new one)")
     return 0
@@ -69,11 +71,13 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 def cmd_device(args: argparse.Namespace) -> int:
     """Add, list or remove device accounts; the running broker reloads them at once."""
-    from lineside import security
+    from lineside.security.layout import paths
+    from lineside.security.registry import add_device, list_devices, remove_device
+    from lineside.security.secure_broker import reload_broker
 
     data = Path(_conn(args, as_admin=False).data_dir)
     if args.device_command == "list":
-        devices = security.list_devices(data)
+        devices = list_devices(data)
         if args.json:
             print(json.dumps([{"name": d.name, "line": d.line, "can_ingest": d.can_ingest} for d in devices], indent=2))
             return 0
@@ -83,20 +87,20 @@ def cmd_device(args: argparse.Namespace) -> int:
         print(f"{len(devices)} device(s)")
         return 0
     if args.device_command == "add":
-        password = security.add_device(data, args.name, line=args.line, can_ingest=args.can_ingest)
+        password = add_device(data, args.name, line=args.line, can_ingest=args.can_ingest)
     else:
-        security.remove_device(data, args.name)
+        remove_device(data, args.name)
     pid_file = data / "broker" / "mosquitto.pid"
     reloaded = False
     if pid_file.is_file():
         try:
-            security.reload_broker(int(pid_file.read_text()))
+            reload_broker(int(pid_file.read_text()))
             reloaded = True
         except (ValueError, LinesideError):
             pass
     note = "the running broker has reloaded its accounts" if reloaded else "no broker runs here now: it reads the accounts when it starts"
     if args.device_command == "add":
-        ca = security.paths(data).certs / "ca.crt"
+        ca = paths(data).certs / "ca.crt"
         print(f"device {args.name} added{f' (line {args.line})' if args.line else ''}; {note}.")
         print(f"password (shown once, stored only as a hash): {password}")
         print(f"connect with TLS, user name and client id {args.name!r}, and trust the CA {ca}")

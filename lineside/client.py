@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from lineside.bus import Bus
+from lineside.bus import Bus, Replies
 from lineside.settings import Connection
 from lineside.text import MAX_DOCUMENT_BYTES
 from schemas import codec, topics
@@ -178,7 +178,7 @@ async def ingest(
             for path, size in todo:
                 rid = uuid.uuid4().hex
                 names[rid] = path.name
-                unsent = await _send_pieces(bus, path, size, rid, line, piece_bytes, on_progress, stopped=lambda: rid in ended)
+                unsent = await _send_pieces(bus, path, size, rid, line, piece_bytes, on_progress, stopped=lambda rid=rid: rid in ended)
                 if unsent is not None:
                     ended[rid] = {"doc": path.name, "request_id": rid, "stage": "failed", "reason": unsent}
                     if on_event:
@@ -264,20 +264,16 @@ async def _send_pieces(
 async def kb_list(conn: Connection, timeout_s: float = 10.0) -> list[dict[str, Any]]:
     """The documents in the knowledge base: name, version (sha256), chunks, ingested_at."""
     bus = Bus(conn)
-    inbox = topics.reply_inbox(bus.client_id)
-    rid = uuid.uuid4().hex
+    replies = Replies(bus)
     async with bus:
-        await bus.subscribe(inbox)
-        await bus.publish(topics.KB, codec.encode(KbListRequest(request_id=rid, reply_to=inbox)))
-
-        async def first() -> list[dict[str, Any]]:
-            async for m in bus.messages():
-                reply = msgspec.msgpack.decode(m.payload, type=KbListReply)
-                if reply.request_id == rid:
-                    return [msgspec.structs.asdict(d) for d in reply.documents]
-            return []
-
-        return await asyncio.wait_for(first(), timeout_s)
+        await bus.subscribe(replies.inbox)
+        pump = asyncio.create_task(replies.pump())
+        try:
+            msg = KbListRequest(request_id=uuid.uuid4().hex, reply_to=replies.inbox)
+            reply = await replies.request(topics.KB, msg, KbListReply, timeout_s)
+        finally:
+            pump.cancel()
+        return [msgspec.structs.asdict(d) for d in reply.documents]
 
 
 async def kb_delete(conn: Connection, doc: str, timeout_s: float = 30.0) -> dict[str, Any]:

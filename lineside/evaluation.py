@@ -17,14 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from lineside import coverage
-from lineside.bus import Bus
+from lineside.bus import Bus, Replies
 from lineside.client import Asker
 from lineside.settings import Connection
 from lineside.text import compare_form
-from schemas import codec, topics
+from schemas import topics
 from schemas.messages import RetrieveReply, RetrieveRequest
 
 normalise = compare_form
@@ -112,22 +110,15 @@ async def run_retrieval(
     gateway would fall back on these passages, else ``retrieved``.
     """
     bus = Bus(conn)
-    inbox = topics.reply_inbox(bus.client_id)
+    replies = Replies(bus)
     results = []
     async with bus:
-        await bus.subscribe(inbox)
-        replies = bus.messages()
+        await bus.subscribe(replies.inbox)
+        pump = asyncio.create_task(replies.pump())
         for q in questions:
-            rid = uuid.uuid4().hex
             t = time.perf_counter()
-            await bus.publish(
-                topics.RETRIEVE, codec.encode(RetrieveRequest(request_id=rid, question=q["question"], reply_to=inbox, top_k=top_k))
-            )
-            while True:
-                m = await asyncio.wait_for(anext(replies), timeout_s)
-                rep = msgspec.msgpack.decode(m.payload, type=RetrieveReply)
-                if rep.request_id == rid:
-                    break
+            req = RetrieveRequest(request_id=uuid.uuid4().hex, question=q["question"], reply_to=replies.inbox, top_k=top_k)
+            rep = await replies.request(topics.RETRIEVE, req, RetrieveReply, timeout_s)
             verdict = coverage.decide(
                 q["question"],
                 rep.passages,
@@ -153,6 +144,7 @@ async def run_retrieval(
             r["answer"] = reason or ""
             r["sources"] = [{"doc": p.doc, "locator": p.locator, "score": round(p.score, 3)} for p in rep.passages]
             results.append(r)
+        pump.cancel()
     return results
 
 

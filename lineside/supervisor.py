@@ -12,9 +12,10 @@ from pathlib import Path
 
 import msgspec
 
-from lineside import broker, security
+from lineside import broker
 from lineside.client import ingest, wait_online
 from lineside.errors import BrokerError, LinesideError
+from lineside.security import accounts, layout, registry, secure_broker
 from lineside.settings import Connection, default_data_dir
 
 SERVICES = ("retriever", "llm", "ingest", "gateway")
@@ -85,9 +86,9 @@ class Supervisor:
         if self.secure:
             env.pop("LINESIDE_MQTT_PASSWORD", None)
             env["LINESIDE_MQTT_USERNAME"] = module
-            env["LINESIDE_MQTT_PASSWORD_FILE"] = str(security.paths(self.data).secret(module))
+            env["LINESIDE_MQTT_PASSWORD_FILE"] = str(layout.paths(self.data).secret(module))
             if module == "llm":
-                env["LINESIDE_LLM_SHARE_GROUP"] = security.share_group(self.data)
+                env["LINESIDE_LLM_SHARE_GROUP"] = registry.share_group(self.data)
         with (self.logs / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
             self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{module}"], env=env, stdout=log, stderr=log)
 
@@ -96,7 +97,7 @@ class Supervisor:
         if not self.secure:
             return self.conn
         return msgspec.structs.replace(
-            self.conn, mqtt_username=security.ADMIN, mqtt_password=security.read_secret(self.data, security.ADMIN)
+            self.conn, mqtt_username=accounts.ADMIN, mqtt_password=registry.read_secret(self.data, accounts.ADMIN)
         )
 
     @property
@@ -110,7 +111,7 @@ class Supervisor:
         if not self.external and self.secure:
             if self.tls_port is None:
                 raise BrokerError("a secure broker needs a TLS port (--tls-port)")
-            self.broker = security.start_secure_broker(
+            self.broker = secure_broker.start_secure_broker(
                 self.data, self.tls_port, local_port=self.conn.mqtt_port, hosts=self.hosts, log_path=self.logs / "mosquitto.log"
             )
             self.pid_file.write_text(str(self.broker.pid))
@@ -181,7 +182,7 @@ def _ask_hint(sup: Supervisor, conn: Connection, password: str | None) -> str:
             f'  mosquitto_rr -h {conn.mqtt_host} -p {conn.mqtt_port} -t lineside/v1/ask -e lineside/v1/answer/demo/1 -m "{question}"\n'
             f'  {env} .venv/bin/lineside ask "{question}"\n'
         )
-    ca = security.paths(sup.data).certs / "ca.crt"
+    ca = layout.paths(sup.data).certs / "ca.crt"
     lines = [f'  {env} .venv/bin/lineside ask "{question}"   # on this box, as admin']
     if password is not None:
         lines.append(
@@ -207,7 +208,7 @@ def up(
     names = service_names(llm_workers)
     sup = Supervisor(conn, external_broker=external_broker, services=names, secure=secure, tls_port=tls_port, hosts=hosts)
     try:
-        demo = security.demo_device(sup.data) if secure else None  # before the broker reads its password file
+        demo = registry.demo_device(sup.data) if secure else None  # before the broker reads its password file
         sup.start()
         client = sup.client_conn()
         where = f"{conn.mqtt_host}:{conn.mqtt_port}" + (f" (local, with passwords) and TLS on port {tls_port}" if secure else "")

@@ -219,3 +219,21 @@ def compare_form(text: str) -> str:
     """Text for comparing what two texts state: whitespace collapsed, none next to Chinese (a line
     break in Chinese is not a word break), casefolded."""
     return _CJK_GAP.sub("", " ".join(text.split())).casefold()
+
+
+STEP = re.compile(
+    r"^\s*(?:(?:step|schritt)\s*\d{1,2}\b|\d{1,2}\s*[.)、:]\s*\S|\(\d{1,2}\)|[①-⑳]|第\s*\d{1,2}\s*步|步骤\s*\d{1,2})", re.IGNORECASE
+)
+"""A numbered step of a procedure as SOPs, work instructions and manuals write it: "1. Isolate",
+"2) Lock", "Step 3", "(4)", "③", "第5步", "步骤6"."""
+
+MIN_STEPS = 3
+"""A block of at least this many numbered lines is a step list (two could be a value table)."""
+
+
+def step_lines(text: str) -> list[int]:
+    """Indices of the lines of ``text`` (``splitlines``, blank lines dropped) that are steps of a
+    step list: numbered lines, when there are at least ``MIN_STEPS`` of them."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    found = [i for i, ln in enumerate(lines) if STEP.match(ln)]
+    return found if len(found) >= MIN_STEPS else []

@@ -14,10 +14,21 @@ from lineside import broker as broker_mod
 from lineside.client import ingest, wait_online
 from lineside.settings import Connection
 from lineside.supervisor import SERVICES, Supervisor
+from tests.fakes import RecordingLog
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 CORPUS = ROOT.parent / "shared" / "corpus-dev"
+
+
+@pytest.fixture
+def log() -> Iterator[RecordingLog]:
+    """A log for a service class under test; the test fails if the service logged an exception it
+    swallowed, unless the test named it in ``log.expected`` (Home Assistant's fail_on_log_exception)."""
+    recorder = RecordingLog()
+    yield recorder
+    swallowed = recorder.swallowed()
+    assert not swallowed, f"the service logged exceptions it swallowed: {swallowed}"
 
 
 @pytest.fixture

@@ -57,7 +57,10 @@ class LlamaCpp:
         pieces: list[str] = []
         stream = self._llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=0.0, stream=True)  # type: ignore[arg-type]
         for chunk in stream:
-            delta = chunk["choices"][0]["delta"].get("content")  # type: ignore[index, union-attr]
+            content = chunk["choices"][0]["delta"].get("content")  # type: ignore[index, union-attr]
+            if not isinstance(content, str) or not content:
+                continue
+            delta = content
             if not delta:
                 continue
             if not pieces:
@@ -73,4 +76,4 @@ class LlamaCpp:
 
     def forget(self) -> None:
         """Drop the evaluated context, so the next prompt reuses nothing (for measuring the KV-cache gain)."""
-        self._llm.reset()
+        self._llm.reset()  # type: ignore[no-untyped-call]

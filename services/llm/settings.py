@@ -28,7 +28,9 @@ class LlmSettings(Connection, kw_only=True):
     )
     threads: Annotated[int, msgspec.Meta(description="llama.cpp threads (the cores you give it)", ge=1)] = 2
     context: Annotated[int, msgspec.Meta(description="Context window in tokens", ge=512)] = 2048
-    max_tokens: Annotated[int, msgspec.Meta(description="Most tokens generated per answer", ge=16)] = 160
+    max_tokens: Annotated[
+        int, msgspec.Meta(description="Most tokens generated per answer (256: an 8-step procedure fits; 160 cut them short)", ge=16)
+    ] = 256
     context_budget: Annotated[
         int,
         msgspec.Meta(

@@ -192,7 +192,7 @@ class Index:
         if self._faiss_path.exists():
             idx = faiss.read_index(str(self._faiss_path))
             if idx.ntotal == count and self._is_current(idx):
-                return idx
+                return idx  # type: ignore[return-value]  # faiss' SWIG stubs type read_index as the base Index
         idx = self._new_faiss()
         rows = self._db.execute("SELECT id, embedding FROM chunks ORDER BY id").fetchall()
         if rows:
@@ -250,7 +250,7 @@ class Index:
                 cur.execute("ROLLBACK")
                 raise
             if old:
-                self._vectors.remove_ids(np.array(old, dtype=np.int64))
+                self._vectors.remove_ids(np.array(old, dtype=np.int64))  # type: ignore[arg-type]  # SWIG accepts an id array
             if new_ids:
                 self._vectors.add_with_ids(vectors.astype(np.float32), np.array(new_ids, dtype=np.int64))
             self._save(self._vectors)
@@ -270,7 +270,7 @@ class Index:
             self._df_cache.clear()
             self._lines = None
             if old:
-                self._vectors.remove_ids(np.array(old, dtype=np.int64))
+                self._vectors.remove_ids(np.array(old, dtype=np.int64))  # type: ignore[arg-type]  # SWIG accepts an id array
                 self._save(self._vectors)
             return n > 0
 

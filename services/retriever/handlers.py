@@ -76,17 +76,7 @@ def clauses(question: str) -> list[str]:
     return out
 
 
-_REFERENCE = re.compile(
-    r"\b(?:the|that|this)\s+(?:fault\s+code|code|alarm|fault|spare\s+part|spare|part)\b|该故障|该代码|这个代码|该备件|这个备件",
-    re.IGNORECASE,
-)
 _ASSET_TAG = re.compile(r"L\d{1,2}-[A-Z]+-\d+")
-
-
-def refers_to_unnamed(ask: str) -> bool:
-    """True when an ask refers to a code or part it does not name ("the fault code logged for that
-    stop", "where is the spare part kept"): the passage that answers the rest of the question names it."""
-    return bool(_REFERENCE.search(ask)) and not identifiers(ask)
 
 
 def followup_names(question: str, passages: Sequence[Passage]) -> list[str]:

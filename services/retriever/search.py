@@ -9,6 +9,7 @@ from typing import NamedTuple
 import msgspec
 import numpy as np
 
+from lineside.text import identifiers, lexical_terms
 from schemas.messages import Passage
 from services.retriever.adapters import Index
 from services.retriever.handlers import (
@@ -27,12 +28,9 @@ from services.retriever.handlers import (
     fts_query,
     fuse,
     fusion_weights,
-    identifiers,
-    lexical_terms,
     line_mentions,
     line_spellings,
     record_preference,
-    refers_to_unnamed,
     unknown_line_names,
 )
 
@@ -181,9 +179,12 @@ def search(
     if len(asks) < 2 or k < 2 or not main.passages:
         return main
     names = followup_names(question, main.passages[:FOLLOWUP_FROM])[:MAX_NAMES]
+    # An ask that names no code of its own ("what does it mean", "where is the spare kept") is
+    # about what the question's best passages name: it follows those names to the passages that
+    # define them (a log row's code to its fault-table row, a part number to its bin).
     # An ask that follows names is that ask about them ("where is the spare part kept (NV-PX-12)"):
     # the LLM service picks the lines of its passage by it.
-    followed = [bool(names) and refers_to_unnamed(ask) for ask in asks]
+    followed = [bool(names) and not identifiers(ask) for ask in asks]
     found = [
         hybrid_search(index, embed(ask), ask, ASK_CHOICES, pool, filters=filters, today=today, names=names if follow else ())
         for ask, follow in zip(asks, followed, strict=True)

@@ -53,7 +53,9 @@ def test_corpus_pass_rate(corpus, tmp_path_factory):
     print(f"{corpus}: {json.dumps(s)}")
     print(
         f"{corpus}, not passed: "
-        + json.dumps([{k: r[k] for k in ("id", "status", "reason", "missing", "cited")} for r in results if not r["passed"]], ensure_ascii=False)
+        + json.dumps(
+            [{k: r[k] for k in ("id", "status", "reason", "missing", "cited")} for r in results if not r["passed"]], ensure_ascii=False
+        )
     )
     assert not errors, "services logged errors:\n" + "\n".join(errors[:20])
     assert retrieval["cited_recall@3"] >= floor_recall, retrieval
@@ -61,4 +63,6 @@ def test_corpus_pass_rate(corpus, tmp_path_factory):
     zh = [r for r, q in zip(results, questions, strict=True) if q.get("lang") == "zh"]
     assert sum(r["passed"] for r in zh) >= floor_zh * len(zh), s
     # Every question gets an answer or a clear status: never silence.
-    assert all(r["status"] in ("answered", "fallback") for r in results), [r for r in results if r["status"] not in ("answered", "fallback")]
+    assert all(r["status"] in ("answered", "fallback") for r in results), [
+        r for r in results if r["status"] not in ("answered", "fallback")
+    ]

@@ -11,9 +11,10 @@ import json
 import msgspec
 import pytest
 
-from lineside import cli, security
+from lineside import cli
 from lineside.bus import Bus, BusError
 from lineside.client import Asker
+from lineside.security import layout
 from lineside.settings import Connection
 from schemas import topics
 from tests.conftest import EXAMPLES, start_stack
@@ -57,7 +58,7 @@ def _add(box, name: str, *extra: str) -> Connection:
         mqtt_username=name,
         mqtt_password=password,
         mqtt_tls=True,
-        mqtt_ca_file=str(security.paths(box.data).certs / "ca.crt"),
+        mqtt_ca_file=str(layout.paths(box.data).certs / "ca.crt"),
         data_dir=str(box.data),
     )
 

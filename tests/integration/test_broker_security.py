@@ -16,8 +16,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from lineside import security as sec
 from lineside.broker import free_port
+from lineside.security import accounts, acl, layout, registry, secure_broker
 from schemas import topics
 
 WAIT_S = 5.0
@@ -109,14 +109,14 @@ class Peer:
 @pytest.fixture
 def box(tmp_path):
     """Mosquitto from brokers/secure.conf: TLS on one free port, plain loopback on another, devices hmi-a and hmi-b."""
-    passwords = {"hmi-a": sec.add_device(tmp_path, "hmi-a"), "hmi-b": sec.add_device(tmp_path, "hmi-b")}
+    passwords = {"hmi-a": registry.add_device(tmp_path, "hmi-a"), "hmi-b": registry.add_device(tmp_path, "hmi-b")}
     port = free_port()
     local_port = free_port()
     while local_port == port:
         local_port = free_port()
-    proc = sec.start_secure_broker(tmp_path, port, local_port=local_port, bind="127.0.0.1", log_path=tmp_path / "mosquitto.log")
-    passwords |= {name: sec.read_secret(tmp_path, name) for name in sec.BUILTIN}
-    b = Box(tmp_path, port, local_port, proc.pid, sec.paths(tmp_path).certs / "ca.crt", passwords)
+    proc = secure_broker.start_secure_broker(tmp_path, port, local_port=local_port, bind="127.0.0.1", log_path=tmp_path / "mosquitto.log")
+    passwords |= {name: registry.read_secret(tmp_path, name) for name in accounts.BUILTIN}
+    b = Box(tmp_path, port, local_port, proc.pid, layout.paths(tmp_path).certs / "ca.crt", passwords)
     try:
         yield b
     finally:
@@ -204,10 +204,10 @@ def test_retriever_cannot_read_questions(box):
 
 def test_removed_device_is_cut_off_by_reload(box):
     a, gateway = device(box, "hmi-a"), service(box, "gateway")
-    sec.remove_device(box.data, "hmi-a")
+    registry.remove_device(box.data, "hmi-a")
     assert Peer(box, "hmi-a", client_id="probe").connect() == "accepted", "Mosquitto reads passwd only at start and on SIGHUP"
 
-    sec.reload_broker(box.pid)
+    secure_broker.reload_broker(box.pid)
     deadline = time.monotonic() + WAIT_S
     while (result := Peer(box, "hmi-a").connect()) == "accepted" and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -233,7 +233,7 @@ def test_llm_reads_generate_requests_through_a_shared_subscription(box):
 def test_device_cannot_take_over_a_service_client_id(box):
     gateway = service(box, "gateway")
     gateway.subscribe(topics.ASK_FILTERS[1])
-    impostor = Peer(box, "hmi-a", client_id=sec.GATEWAY_CLIENT_ID)
+    impostor = Peer(box, "hmi-a", client_id=acl.GATEWAY_CLIENT_ID)
     assert impostor.connect() == "accepted"  # connected, but as client id hmi-a (use_username_as_clientid)
     time.sleep(QUIET_S)
     assert not gateway.dropped, "a device disconnected the gateway"
@@ -247,13 +247,25 @@ def test_device_guessing_the_llm_share_group_does_not_swallow_questions(box, tmp
     # a share of the questions, which the read ACL then drops. The workers' group is therefore a
     # secret name (security.share_group), and a device guessing "llm" only makes a group of its own.
     llm, gateway, a = service(box, "llm"), service(box, "gateway"), device(box, "hmi-a")
-    group = sec.share_group(tmp_path)
+    group = registry.share_group(tmp_path)
     assert group.startswith("llm-")
     assert len(group) > 20
-    assert sec.share_group(tmp_path) == group  # stable: a worker's persistent session keeps its subscription
+    assert registry.share_group(tmp_path) == group  # stable: a worker's persistent session keeps its subscription
     llm.subscribe(topics.shared(group, topics.GENERATE))
     a.subscribe(topics.shared("llm", topics.GENERATE))
     for i in range(6):
         gateway.publish(topics.GENERATE, b"prompt %d" % i)
     assert len(llm.received(6, timeout=2.0)) == 6
     assert a.nothing()
+
+
+def test_a_device_asking_on_the_shared_topic_is_told_it_may_not(box):
+    # docs/device-contract.md: devices ask on lineside/v1/ask/<device>; the shared lineside/v1/ask
+    # is the operator's. An MQTT 5 device that follows an old example sees why it gets no answer.
+    a, gateway = device(box, "hmi-a"), service(box, "gateway")
+    for flt in topics.ASK_FILTERS:
+        gateway.subscribe(flt)
+    assert a.publish(topics.ASK, b'{"question": "E-104?"}') == "Not authorized"
+    assert gateway.nothing(), "the shared ask topic reached the gateway from a device"
+    assert a.publish(topics.ask_device("hmi-a"), b'{"question": "E-104?"}') == "Success"
+    assert gateway.received() == [b'{"question": "E-104?"}']

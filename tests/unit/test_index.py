@@ -253,7 +253,9 @@ def test_an_index_built_with_another_embedding_model_re_embeds_its_chunks(tmp_pa
 
 def test_the_plant_s_lines_are_learned_from_its_tables(tmp_path):
     idx = Index(tmp_path / "index")
-    rows = [Chunk(locator=f"row {i}", title="log.csv", text=f"line: {ln}; code: E-1{i}", line=ln) for i, ln in enumerate(["SMT-1", "SMT-2"])]
+    rows = [
+        Chunk(locator=f"row {i}", title="log.csv", text=f"line: {ln}; code: E-1{i}", line=ln) for i, ln in enumerate(["SMT-1", "SMT-2"])
+    ]
     idx.replace("log.csv", "log", "v1", rows, _vecs(2, 29))
     try:
         assert sorted(idx.line_names()) == ["SMT-1", "SMT-2"]

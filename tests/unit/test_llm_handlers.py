@@ -174,3 +174,28 @@ def test_at_most_three_quotes():
         for n, a in enumerate(asks)
     ]
     assert len(h.evidence("; ".join(asks) + "?", passages)) == h.MAX_QUOTES
+
+
+def test_a_procedure_goes_into_the_prompt_whole_not_cut_to_its_best_lines():
+    sop = "\n".join(
+        [
+            "Lockout before changing the knife:",
+            "1. Stop the labeler at the HMI.",
+            "2. Open isolator Q12 and lock it with your red lock.",
+            "3. Bleed the air at valve V3.",
+            "4. Try the start button: nothing may move.",
+            "5. Change the knife.",
+            "Spare knives are in bin A-07.",
+        ]
+    )
+    kept = h.focus("How do I lock out the labeler to change the knife?", sop)
+    for step in ("1. Stop", "2. Open isolator Q12", "3. Bleed", "4. Try", "5. Change"):
+        assert step in kept  # every step, in order, the lockout ones included
+    assert kept.index("1. Stop") < kept.index("5. Change")
+    assert "bin A-07" not in kept  # what follows the list is not part of it
+    assert h.passage_cap(sop) > h.PASSAGE_CHARS
+
+
+def test_the_prompt_asks_for_every_step_and_no_longer_for_one_or_two_sentences():
+    assert "every step" in h.SYSTEM_EN
+    assert "one or two sentences" not in h.SYSTEM_EN

@@ -148,13 +148,6 @@ def test_clauses_split_the_asks_and_drop_the_scene_setting():
     ]
 
 
-def test_asks_that_refer_to_an_unnamed_code_or_part():
-    assert h.refers_to_unnamed("where is the spare part kept in the storeroom")
-    assert h.refers_to_unnamed("what does the fault code logged for that stop mean")
-    assert not h.refers_to_unnamed("where is spare part NV-PX-12 kept")  # it names the part
-    assert not h.refers_to_unnamed("what is the normal glue temperature")
-
-
 def test_followup_names_are_the_codes_the_passages_add_without_asset_tags():
     row = Chunk(locator="row 61", title="log.csv", text="line: Line 3; asset_tag: L3-LAB-01; machine: LX-300 Labeler; fault_code: E-104")
     passage = h.Passage(chunk_id=1, doc="log.csv", doc_id="l", locator=row.locator, title=row.title, text=row.text, score=0.5)

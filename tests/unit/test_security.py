@@ -13,8 +13,9 @@ from cryptography import x509
 from cryptography.x509 import verification
 from paho.mqtt.client import topic_matches_sub
 
-from lineside import security as sec
 from lineside.errors import BrokerError, ConfigError
+from lineside.security import acl, certs, layout, passwords, registry, secure_broker
+from lineside.security.accounts import BUILTIN, Account
 from schemas import topics
 
 INTERNAL_TOPICS = (
@@ -60,21 +61,21 @@ def allowed(rules, user, access, topic):
 
 
 def test_hash_is_mosquitto_pbkdf2_sha512():
-    encoded = sec.hash_password("flange-85Nm")
+    encoded = passwords.hash_password("flange-85Nm")
     m = re.fullmatch(r"\$7\$(\d+)\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)", encoded)
     assert m, encoded
     iterations, salt, digest = int(m[1]), base64.b64decode(m[2]), base64.b64decode(m[3])
-    assert (iterations, len(salt), len(digest)) == (sec.ITERATIONS, 12, 64)
+    assert (iterations, len(salt), len(digest)) == (passwords.ITERATIONS, 12, 64)
     assert hashlib.pbkdf2_hmac("sha512", b"flange-85Nm", salt, iterations) == digest
-    assert sec.hash_password("flange-85Nm") != encoded, "every hash needs its own salt"
+    assert passwords.hash_password("flange-85Nm") != encoded, "every hash needs its own salt"
 
 
 def test_verify_accepts_the_right_password_only():
-    encoded = sec.hash_password("s3cret", iterations=101)
-    assert sec.verify_password("s3cret", encoded)
-    assert not sec.verify_password("s3cret ", encoded)
-    assert not sec.verify_password("s3cret", "$7$101$bad$bad")
-    assert not sec.verify_password("s3cret", "plaintext")
+    encoded = passwords.hash_password("s3cret", iterations=101)
+    assert passwords.verify_password("s3cret", encoded)
+    assert not passwords.verify_password("s3cret ", encoded)
+    assert not passwords.verify_password("s3cret", "$7$101$bad$bad")
+    assert not passwords.verify_password("s3cret", "plaintext")
 
 
 @pytest.mark.skipif(not shutil.which("mosquitto_passwd"), reason="mosquitto_passwd is not installed")
@@ -85,13 +86,13 @@ def test_verify_understands_what_mosquitto_passwd_writes(tmp_path, algorithm):
     subprocess.run(["mosquitto_passwd", "-H", algorithm, "-c", "-b", str(pwfile), "u", "not-a-secret"], check=True)
     encoded = pwfile.read_text().strip().split(":", 1)[1]
     assert encoded.startswith("$7$" if algorithm == "sha512-pbkdf2" else "$6$")
-    assert sec.verify_password("not-a-secret", encoded)
-    assert not sec.verify_password("not-a-secreT", encoded)
+    assert passwords.verify_password("not-a-secret", encoded)
+    assert not passwords.verify_password("not-a-secreT", encoded)
 
 
 def test_empty_password_refused():
     with pytest.raises(ConfigError, match="empty password"):
-        sec.hash_password("")
+        passwords.hash_password("")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,11 +101,11 @@ def test_empty_password_refused():
 
 @pytest.fixture
 def acl_rules():
-    accounts = [sec.Account(name=n, kind="service") for n in sec.BUILTIN] + [
-        sec.Account(name="hmi-3", kind="device", line="Line 3"),
-        sec.Account(name="plc-7", kind="device", can_ingest=True),
+    accounts = [Account(name=n, kind="service") for n in BUILTIN] + [
+        Account(name="hmi-3", kind="device", line="Line 3"),
+        Account(name="plc-7", kind="device", can_ingest=True),
     ]
-    text = sec.render_acl(accounts)
+    text = acl.render_acl(accounts)
     assert "pattern" not in text, "pattern lines apply to every account, services included"
     return parse_acl(text)
 
@@ -191,7 +192,7 @@ def test_admin_has_the_whole_tree_and_nothing_else(acl_rules):
 def test_gateway_inbox_in_the_acl_is_the_gateways_default_client_id():
     from services.gateway.settings import GatewaySettings
 
-    assert GatewaySettings().client_id == sec.GATEWAY_CLIENT_ID
+    assert GatewaySettings().client_id == acl.GATEWAY_CLIENT_ID
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,17 +200,17 @@ def test_gateway_inbox_in_the_acl_is_the_gateways_default_client_id():
 
 
 def test_services_created_once_with_private_secrets(tmp_path):
-    files = sec.ensure_services(tmp_path)
+    files = registry.ensure_services(tmp_path)
     assert set(files) == {"gateway", "retriever", "llm", "ingest", "admin"}
     first = {n: p.read_text() for n, p in files.items()}
     assert len(set(first.values())) == 5
     assert all(len(pw) >= 40 for pw in first.values())
-    assert sec.ensure_services(tmp_path) == files
+    assert registry.ensure_services(tmp_path) == files
     assert {n: p.read_text() for n, p in files.items()} == first, "a second call must not change any password"
-    sp = sec.paths(tmp_path)
+    sp = layout.paths(tmp_path)
     hashes = dict(line.split(":", 1) for line in sp.passwd.read_text().splitlines())
     for name, password in first.items():
-        assert sec.verify_password(password, hashes[name])
+        assert passwords.verify_password(password, hashes[name])
     for path in (sp.passwd, sp.acl, sp.accounts, *files.values()):
         assert mode(path) == 0o600, path
     assert mode(sp.root) == 0o700
@@ -217,34 +218,34 @@ def test_services_created_once_with_private_secrets(tmp_path):
 
 
 def test_replacing_a_service_secret_file_changes_its_hash(tmp_path):
-    files = sec.ensure_services(tmp_path)
+    files = registry.ensure_services(tmp_path)
     files["llm"].write_text("rotated-by-hand-0123456789")
-    sec.write_files(tmp_path)
-    line = next(x for x in sec.paths(tmp_path).passwd.read_text().splitlines() if x.startswith("llm:"))
-    assert sec.verify_password("rotated-by-hand-0123456789", line.split(":", 1)[1])
+    registry.write_files(tmp_path)
+    line = next(x for x in layout.paths(tmp_path).passwd.read_text().splitlines() if x.startswith("llm:"))
+    assert passwords.verify_password("rotated-by-hand-0123456789", line.split(":", 1)[1])
 
 
 def test_add_list_remove_devices(tmp_path):
-    pw = sec.add_device(tmp_path, "hmi-3", line="Line 3")
-    sec.add_device(tmp_path, "plc-7", can_ingest=True)
-    assert [(d.name, d.line, d.can_ingest) for d in sec.list_devices(tmp_path)] == [("hmi-3", "Line 3", False), ("plc-7", None, True)]
-    sp = sec.paths(tmp_path)
+    pw = registry.add_device(tmp_path, "hmi-3", line="Line 3")
+    registry.add_device(tmp_path, "plc-7", can_ingest=True)
+    assert [(d.name, d.line, d.can_ingest) for d in registry.list_devices(tmp_path)] == [("hmi-3", "Line 3", False), ("plc-7", None, True)]
+    sp = layout.paths(tmp_path)
     hashes = dict(line.split(":", 1) for line in sp.passwd.read_text().splitlines())
-    assert sec.verify_password(pw, hashes["hmi-3"])
+    assert passwords.verify_password(pw, hashes["hmi-3"])
     assert "user plc-7" in sp.acl.read_text()
     assert mode(sp.passwd) == 0o600
 
-    sec.remove_device(tmp_path, "plc-7")
-    assert [d.name for d in sec.list_devices(tmp_path)] == ["hmi-3"]
+    registry.remove_device(tmp_path, "plc-7")
+    assert [d.name for d in registry.list_devices(tmp_path)] == ["hmi-3"]
     assert "plc-7" not in sp.passwd.read_text()
     assert "plc-7" not in sp.acl.read_text()
     assert {"gateway", "admin"} <= {line.split(":")[0] for line in sp.passwd.read_text().splitlines()}, "services must survive"
 
 
 def test_no_plaintext_password_in_the_registry_or_broker_files(tmp_path):
-    secrets = [sec.add_device(tmp_path, "hmi-3"), sec.add_device(tmp_path, "plc-7", can_ingest=True)]
-    secrets += [sec.read_secret(tmp_path, n) for n in sec.BUILTIN]
-    sp = sec.paths(tmp_path)
+    secrets = [registry.add_device(tmp_path, "hmi-3"), registry.add_device(tmp_path, "plc-7", can_ingest=True)]
+    secrets += [registry.read_secret(tmp_path, n) for n in BUILTIN]
+    sp = layout.paths(tmp_path)
     for path in (sp.accounts, sp.acl, sp.passwd):
         text = path.read_text()
         for password in secrets:
@@ -253,12 +254,12 @@ def test_no_plaintext_password_in_the_registry_or_broker_files(tmp_path):
 
 
 def test_duplicate_device_refused_and_password_kept(tmp_path):
-    pw = sec.add_device(tmp_path, "hmi-3")
+    pw = registry.add_device(tmp_path, "hmi-3")
     with pytest.raises(ConfigError, match="'hmi-3' already exists"):
-        sec.add_device(tmp_path, "hmi-3", can_ingest=True)
-    hashes = dict(line.split(":", 1) for line in sec.paths(tmp_path).passwd.read_text().splitlines())
-    assert sec.verify_password(pw, hashes["hmi-3"])
-    assert not sec.list_devices(tmp_path)[0].can_ingest
+        registry.add_device(tmp_path, "hmi-3", can_ingest=True)
+    hashes = dict(line.split(":", 1) for line in layout.paths(tmp_path).passwd.read_text().splitlines())
+    assert passwords.verify_password(pw, hashes["hmi-3"])
+    assert not registry.list_devices(tmp_path)[0].can_ingest
 
 
 @pytest.mark.parametrize(
@@ -280,25 +281,25 @@ def test_duplicate_device_refused_and_password_kept(tmp_path):
 )
 def test_invalid_device_names_refused(tmp_path, name, why):
     with pytest.raises(ConfigError, match=why):
-        sec.add_device(tmp_path, name)
-    assert not sec.list_devices(tmp_path)
+        registry.add_device(tmp_path, name)
+    assert not registry.list_devices(tmp_path)
 
 
 def test_remove_unknown_or_builtin_refused(tmp_path):
     with pytest.raises(ConfigError, match="no device named 'hmi-9'"):
-        sec.remove_device(tmp_path, "hmi-9")
+        registry.remove_device(tmp_path, "hmi-9")
     with pytest.raises(ConfigError, match="built-in"):
-        sec.remove_device(tmp_path, "gateway")
+        registry.remove_device(tmp_path, "gateway")
 
 
 def test_write_files_restores_deleted_broker_files(tmp_path):
-    pw = sec.add_device(tmp_path, "hmi-3")
-    sp = sec.paths(tmp_path)
+    pw = registry.add_device(tmp_path, "hmi-3")
+    sp = layout.paths(tmp_path)
     sp.passwd.unlink()
     sp.acl.unlink()
-    sec.write_files(tmp_path)
+    registry.write_files(tmp_path)
     hashes = dict(line.split(":", 1) for line in sp.passwd.read_text().splitlines())
-    assert sec.verify_password(pw, hashes["hmi-3"])
+    assert passwords.verify_password(pw, hashes["hmi-3"])
     assert "user hmi-3" in sp.acl.read_text()
     assert not list(sp.root.glob(".passwd.*")), "no temporary file left behind"
 
@@ -316,7 +317,7 @@ def verify_server(cp, host):
 
 
 def test_certs_cover_the_hosts_and_chain_to_the_ca(tmp_path):
-    cp = sec.certs_init(tmp_path / "certs", ["10.20.0.5", "lineside-box.plant.local"])
+    cp = certs.certs_init(tmp_path / "certs", ["10.20.0.5", "lineside-box.plant.local"])
     for host in ("127.0.0.1", "localhost", "10.20.0.5", "lineside-box.plant.local"):
         verify_server(cp, host)
     with pytest.raises(verification.VerificationError):
@@ -331,24 +332,24 @@ def test_certs_cover_the_hosts_and_chain_to_the_ca(tmp_path):
 
 
 def test_certs_init_is_idempotent_and_force_keeps_the_ca(tmp_path):
-    cp = sec.certs_init(tmp_path, ["10.20.0.5"])
+    cp = certs.certs_init(tmp_path, ["10.20.0.5"])
     before = {p: p.read_bytes() for p in (cp.ca_cert, cp.ca_key, cp.server_cert, cp.server_key)}
-    assert sec.certs_init(tmp_path, ["10.20.0.5"]) == cp
+    assert certs.certs_init(tmp_path, ["10.20.0.5"]) == cp
     assert {p: p.read_bytes() for p in before} == before
 
     with pytest.raises(ConfigError, match=r"does not cover 10\.20\.0\.6.*force=True"):
-        sec.certs_init(tmp_path, ["10.20.0.6"])
-    sec.certs_init(tmp_path, ["10.20.0.6"], force=True)
+        certs.certs_init(tmp_path, ["10.20.0.6"])
+    certs.certs_init(tmp_path, ["10.20.0.6"], force=True)
     assert cp.ca_cert.read_bytes() == before[cp.ca_cert], "devices trust the CA: it must not change"
     assert cp.server_key.read_bytes() != before[cp.server_key]
     verify_server(cp, "10.20.0.6")
 
 
 def test_certs_refuse_half_a_ca(tmp_path):
-    cp = sec.certs_init(tmp_path)
+    cp = certs.certs_init(tmp_path)
     cp.ca_key.unlink()
     with pytest.raises(ConfigError, match=r"only one of ca\.crt and ca\.key"):
-        sec.certs_init(tmp_path)
+        certs.certs_init(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,9 +357,9 @@ def test_certs_refuse_half_a_ca(tmp_path):
 
 
 def test_secure_config_without_and_with_a_local_listener(tmp_path):
-    sec.ensure_services(tmp_path)
-    sp = sec.paths(tmp_path)
-    conf = sec.render_secure_config(tmp_path, 18883).read_text()
+    registry.ensure_services(tmp_path)
+    sp = layout.paths(tmp_path)
+    conf = secure_broker.render_secure_config(tmp_path, 18883).read_text()
     assert "listener 18883 0.0.0.0" in conf
     assert conf.count("listener ") == 1
     assert "allow_anonymous false" in conf
@@ -367,7 +368,7 @@ def test_secure_config_without_and_with_a_local_listener(tmp_path):
     assert f"certfile {sp.certs / 'server.crt'}" in conf
     assert "{" not in conf
     assert "None" not in conf
-    conf = sec.render_secure_config(tmp_path, 18883, local_port=18830, bind="127.0.0.1").read_text()
+    conf = secure_broker.render_secure_config(tmp_path, 18883, local_port=18830, bind="127.0.0.1").read_text()
     assert "listener 18830 127.0.0.1" in conf
     assert conf.index("use_username_as_clientid true") < conf.index("listener 18830"), "only the TLS listener forces client ids"
 
@@ -392,4 +393,4 @@ def test_reload_never_signals_a_process_that_is_not_mosquitto():
     import os
 
     with pytest.raises(BrokerError, match="not Mosquitto"):
-        sec.reload_broker(os.getpid())  # this test process is still alive to see the error
+        secure_broker.reload_broker(os.getpid())  # this test process is still alive to see the error

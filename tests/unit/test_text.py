@@ -33,3 +33,10 @@ def test_lines_are_one_term_however_they_are_written():
 
 def test_comparison_ignores_line_breaks_inside_chinese():
     assert text.compare_form("每月\n润滑  KSZ-GR-2") == "每月润滑ksz-gr-2"
+
+
+def test_step_lists_are_recognised_in_english_and_chinese():
+    assert text.step_lines("Intro\n1. Stop\n2. Lock\n3. Test") == [1, 2, 3]
+    assert text.step_lines("步骤1 停机\n步骤2 上锁\n步骤3 验证") == [0, 1, 2]
+    assert text.step_lines("第1步 停机\n第2步 上锁\n第3步 验证") == [0, 1, 2]
+    assert text.step_lines("Line 2: 45 N·m\nLine 3: 38 N·m") == []  # a value table is not a procedure

@@ -1,0 +1,223 @@
+"""The ingest service: owns the transfers and the drop folder, one method per kind of inbound message."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from lineside.bus import Bus, run_forever
+from lineside.errors import DocumentError
+from lineside.runtime import Counters, decoded
+from schemas import codec, topics
+from schemas.messages import IngestDocument, IngestInbox, IngestPart, IngestStatus
+from services.ingest.handlers import doc_id_of, process
+from services.ingest.inbox import DropFolder
+from services.ingest.settings import IngestSettings
+from services.ingest.transfer import Assembled, Failed, Transfers
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A file taken from the drop folder: parsed like a sent document, then recorded as done or parked."""
+
+    doc: IngestDocument
+    path: Path
+
+
+Job = IngestDocument | Assembled | Dropped
+"""What the parse worker takes, one at a time in arrival order."""
+
+
+class IngestService:
+    """Whole documents (``IngestDocument``), piecewise ones (``IngestPart``) and files copied into the
+    drop folder, parsed and chunked and handed to the retriever as ``IndexChunks``.
+
+    Pieces are reassembled on disk as they arrive; parsing runs one document at a time on a worker
+    thread so a large PDF never stalls the pieces of the next one.
+    """
+
+    def __init__(self, settings: IngestSettings, inbox: DropFolder, transfers: Transfers, log: Any) -> None:
+        self.settings = settings
+        self.inbox = inbox
+        self.transfers = transfers
+        self.log = log
+        self.counters = Counters()
+        # One limit for every way in: a document sent whole, piecewise or dropped in the folder.
+        self.max_bytes = transfers.max_bytes
+        # Checked every second (or 4x per stall period if shorter): a stalled transfer fails at most one period late.
+        self.expire_every_s = min(1.0, settings.transfer_stall_s / 4)
+        self.jobs: asyncio.Queue[Job] = asyncio.Queue()
+        self.pending: set[str] = set()  # drop-folder file names queued or being parsed
+        self._decode = codec.decoder(IngestInbox)
+        self._json = msgspec.json.Encoder()
+
+    def prepare(self) -> None:
+        """Empty the spool: transfers of an earlier run cannot be resumed."""
+        leftovers = self.transfers.clear()
+        if leftovers:
+            self.log.info("spool_cleared", files=leftovers, reason="transfers of an earlier run cannot be resumed")
+
+    async def _status(self, bus: Bus, st: IngestStatus) -> None:
+        await bus.publish(topics.INGEST_STATUS, self._json.encode(st))
+
+    async def on_message(self, bus: Bus, msg: IngestInbox) -> None:
+        """Dispatch one inbound message by its type."""
+        match msg:
+            case IngestDocument():
+                self.jobs.put_nowait(msg)
+            case IngestPart():
+                await self.on_part(bus, msg)
+
+    async def on_part(self, bus: Bus, part: IngestPart) -> None:
+        """Add one piece to its transfer; a finished transfer is announced and queued for parsing."""
+        outcome = await asyncio.to_thread(self.transfers.accept, part)
+        if isinstance(outcome, Failed):
+            await self.on_failed(bus, outcome)
+        elif isinstance(outcome, Assembled):
+            self.log.info(
+                "transfer_received",
+                doc=outcome.name,
+                request_id=outcome.request_id,
+                bytes=outcome.size,
+                pieces=outcome.pieces,
+                duplicates=outcome.duplicates,
+            )
+            await self._status(bus, IngestStatus(request_id=outcome.request_id, doc=outcome.name, stage="received"))
+            self.jobs.put_nowait(outcome)
+
+    async def on_failed(self, bus: Bus, f: Failed) -> None:
+        """Report a piecewise transfer that was refused, broke or stalled."""
+        self.counters.inc("failed")
+        self.log.warning("ingest_failed", doc=f.name, request_id=f.request_id, reason=f.reason, source="pieces")
+        await self._status(bus, IngestStatus(request_id=f.request_id, doc=f.name, stage="failed", reason=f.reason))
+
+    async def on_document(self, bus: Bus, doc: IngestDocument, *, announce: bool = True) -> str | None:
+        """Parse one document and hand its chunks on; return why it failed, or None.
+
+        ``announce`` publishes ``received`` first; a piecewise document announced it on its last piece.
+        """
+        t = time.perf_counter()
+        if announce:
+            await self._status(bus, IngestStatus(request_id=doc.request_id, doc=doc.name, stage="received"))
+        try:
+            msg = await asyncio.to_thread(process, doc, self.max_bytes)
+        except DocumentError as exc:
+            self.counters.inc("failed")
+            self.log.warning("ingest_failed", doc=doc.name, request_id=doc.request_id, reason=exc.reason)
+            await self._status(bus, IngestStatus(request_id=doc.request_id, doc=doc.name, stage="failed", reason=exc.reason))
+            return exc.reason
+        except Exception as exc:  # a parser bug must not take the service down with the batch
+            self.counters.inc("failed")
+            self.log.exception("ingest_crashed", doc=doc.name, request_id=doc.request_id)
+            reason = f"could not parse: {type(exc).__name__}: {exc}"
+            await self._status(bus, IngestStatus(request_id=doc.request_id, doc=doc.name, stage="failed", reason=reason))
+            return reason
+        await bus.publish(topics.INDEX, codec.encode(msg))
+        await self._status(
+            bus, IngestStatus(request_id=doc.request_id, doc=doc.name, doc_id=doc_id_of(doc.name), stage="parsed", chunks=len(msg.chunks))
+        )
+        self.log.info(
+            "parsed", doc=doc.name, request_id=doc.request_id, chunks=len(msg.chunks), latency_ms=round((time.perf_counter() - t) * 1000, 1)
+        )
+        return None
+
+    async def on_assembled(self, bus: Bus, a: Assembled) -> None:
+        """Parse a reassembled document from its spool file, then remove the file."""
+        try:
+            content = await asyncio.to_thread(a.path.read_bytes)
+        except OSError as exc:
+            await self.on_failed(bus, Failed(request_id=a.request_id, name=a.name, reason=f"could not read the spool file: {exc}"))
+            return
+        finally:
+            a.path.unlink(missing_ok=True)
+        await self.on_document(
+            bus, IngestDocument(request_id=a.request_id, name=a.name, content=content, sha256=a.sha256, line=a.line), announce=False
+        )
+
+    async def on_dropped(self, bus: Bus, job: Dropped) -> None:
+        """Parse a drop-folder file, then record it as ingested or park it in inbox/failed with the reason."""
+        reason = await self.on_document(bus, job.doc)
+        if reason is None:
+            self.inbox.mark_done(job.doc.name, job.doc.sha256)
+        else:
+            self.inbox.mark_failed(job.path, reason)
+        self.pending.discard(job.path.name)
+
+    async def on_file(self, path: Path) -> None:
+        """Queue one drop-folder file that finished arriving, unless it is too large, queued or already ingested."""
+        if path.name in self.pending:
+            return
+        size = (await asyncio.to_thread(path.stat)).st_size
+        if size > self.max_bytes:
+            reason = f"the document is {size / 2**20:.1f} MiB; the limit is {self.max_bytes / 2**20:.1f} MiB"
+            self.log.warning("ingest_failed", doc=path.name, reason=reason, source="inbox")
+            await asyncio.to_thread(self.inbox.mark_failed, path, reason)
+            return
+        data = await asyncio.to_thread(path.read_bytes)
+        sha = hashlib.sha256(data).hexdigest()
+        if self.inbox.is_done(path.name, sha):
+            return
+        self.pending.add(path.name)
+        self.jobs.put_nowait(Dropped(IngestDocument(request_id=uuid.uuid4().hex, name=path.name, content=data, sha256=sha), path))
+
+    async def _dispatch(self, bus: Bus) -> None:
+        async for msg in decoded(bus.messages(), self._decode, self.counters, self.log):
+            await self.on_message(bus, msg)
+
+    async def _parse_worker(self, bus: Bus) -> None:
+        while True:
+            job = await self.jobs.get()
+            match job:
+                case Assembled():
+                    await self.on_assembled(bus, job)
+                case Dropped():
+                    await self.on_dropped(bus, job)
+                case IngestDocument():
+                    await self.on_document(bus, job)
+
+    async def _watch_inbox(self) -> None:
+        while True:
+            for path in await asyncio.to_thread(self.inbox.ready):
+                await self.on_file(path)
+            await asyncio.sleep(self.settings.inbox_poll_s)
+
+    async def _expire_worker(self, bus: Bus) -> None:
+        while True:
+            await asyncio.sleep(self.expire_every_s)
+            for f in await asyncio.to_thread(self.transfers.expire):
+                await self.on_failed(bus, f)
+
+    async def consume(self, bus: Bus) -> None:
+        """The dispatcher, the parse worker, the drop-folder watcher and the stall timer, until cancelled or the connection is lost."""
+        # Each connection starts with an empty queue: what the last one queued died with its tasks,
+        # and drop-folder files among it are found again on the next scan because nothing is pending.
+        self.jobs = asyncio.Queue()
+        self.pending = set()
+        self.transfers.touch()  # pieces the broker kept for us while we were away are still coming
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._dispatch(bus), name="dispatch")
+            tg.create_task(self._parse_worker(bus), name="parse")
+            tg.create_task(self._watch_inbox(), name="inbox")
+            tg.create_task(self._expire_worker(bus), name="expire")
+
+    def make_bus(self) -> Bus:
+        """The service's connection: persistent session, the document inbox."""
+        return Bus(
+            self.settings,
+            client_id=self.settings.client_id,
+            service="ingest",
+            subscriptions=(topics.INGEST_DOCUMENT,),
+            persistent=True,
+        )
+
+    async def run(self) -> None:
+        """Serve until cancelled, reconnecting when the broker goes away."""
+        self.prepare()
+        await run_forever(self.make_bus, self.consume, lambda err, wait: self.log.warning("reconnecting", error=err, wait_s=round(wait, 2)))
