@@ -1,9 +1,9 @@
 """Does a question being embedded slow a generation running on the same cores, and the reverse?
 
 Runs llama.cpp (the default model, 2 threads) generating a fixed RAG-sized prompt in this
-process, while a second process embeds questions with all-MiniLM-L6-v2 at a fixed rate (as
+process, while a second process embeds questions with the retriever's embedding model at a fixed rate (as
 the retriever does when other devices ask during a generation). Prints generation time and
-embedding latency alone and together, for the embedder on 1 and on 2 torch threads.
+embedding latency alone and together, for the embedder on 1 and on 2 threads.
 
     .venv/bin/python bench/contention.py [--rounds 6] [--rate 4]
 """
@@ -20,7 +20,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # as the retriever service runs
 
 PROMPT = [
@@ -36,9 +35,9 @@ PROMPT = [
 
 def embedder(threads: int, rate: float, stop: mp.Event, ready: mp.Event, out: mp.Queue) -> None:
     """Embed one question every 1/rate seconds until stopped; report latencies."""
-    from services.retriever.adapters import MiniLM
+    from services.retriever.adapters import load_embedder
 
-    model = MiniLM(threads)
+    model = load_embedder(threads)
     model.embed(["warm up"])
     ready.set()
     times = []
@@ -54,9 +53,9 @@ def embedder(threads: int, rate: float, stop: mp.Event, ready: mp.Event, out: mp
 
 def embed_alone(threads: int, n: int = 40) -> list[float]:
     """Embedding latency with nothing else running."""
-    from services.retriever.adapters import MiniLM
+    from services.retriever.adapters import load_embedder
 
-    model = MiniLM(threads)
+    model = load_embedder(threads)
     model.embed(["warm up"])
     times = []
     for i in range(n):
@@ -103,7 +102,7 @@ def main() -> int:
         e_together = out.get(timeout=60)
         proc.join(30)
         print(
-            f"{f'embedding alone, {threads} torch thread(s)':44}{statistics.median(e_alone):9.1f}{sorted(e_alone)[int(0.95 * len(e_alone))]:9.1f}"
+            f"{f'embedding alone, {threads} thread(s)':44}{statistics.median(e_alone):9.1f}{sorted(e_alone)[int(0.95 * len(e_alone))]:9.1f}"
         )
         print(
             f"{f'embedding during generation, {threads} thread(s)':44}{statistics.median(e_together):9.1f}{sorted(e_together)[int(0.95 * len(e_together))]:9.1f}"

@@ -1,7 +1,7 @@
 """Which FAISS index for how many chunks: search time and recall of the candidates each index
 type returns, against the exact flat scan, on the same vectors.
 
-Vectors are unit-length 384-d (all-MiniLM-L6-v2's size). Real embeddings cluster; random
+Vectors are unit-length 512-d (the Universal Sentence Encoder's size). Real embeddings cluster; random
 ones are the hard case for approximate indexes, so the recall here is a lower bound.
 
     .venv/bin/python bench/faiss_index_types.py [--sizes 10000 100000] [--queries 200] [--k 32]
@@ -17,7 +17,7 @@ import time
 import faiss
 import numpy as np
 
-DIM = 384
+DIM = 512
 
 
 def pct(v: list[float], q: float) -> float:

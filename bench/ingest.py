@@ -1,6 +1,6 @@
 """Ingest throughput: parse + chunk, then embed + store, for the dev corpus and a 500-page PDF.
 
-In-process, with the real parsers, chunker, all-MiniLM-L6-v2 and index: the two stages the
+In-process, with the real parsers, chunker, embedding model and index: the two stages the
 ingest and retriever services run. Prints pages/s, chunks/s and the parse/embed split.
 
     .venv/bin/python bench/ingest.py [--docs DIR] [--pages 500] [--batch N]
@@ -9,7 +9,6 @@ ingest and retriever services run. Prints pages/s, chunks/s and the parse/embed 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -18,13 +17,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from make_pdf import build  # noqa: E402
 
 from services.ingest.chunking import chunk_sections  # noqa: E402
 from services.ingest.parsers import PARSERS  # noqa: E402
-from services.retriever.adapters import Index, MiniLM  # noqa: E402
+from services.retriever.adapters import Embedder, Index, load_embedder  # noqa: E402
 from services.retriever.handlers import embedding_text  # noqa: E402
 from services.retriever.settings import RetrieverSettings  # noqa: E402
 
@@ -41,7 +39,7 @@ def synthetic_pdf(pages: int) -> bytes:
     return build(body)
 
 
-def run(name: str, items: list[tuple[str, bytes]], embedder: MiniLM, index: Index) -> None:
+def run(name: str, items: list[tuple[str, bytes]], embedder: Embedder, index: Index) -> None:
     """Parse/chunk then embed/store every item; print the figures."""
     t0 = time.perf_counter()
     parsed = []
@@ -75,9 +73,9 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=RetrieverSettings().batch_size, help="chunks per embedding batch (the service's setting)")
     args = ap.parse_args()
     print(f"embedding batch size {args.batch}")
-    embedder = MiniLM(2, batch_size=args.batch)
+    embedder = load_embedder(RetrieverSettings().threads, batch_size=args.batch)
     embedder.embed(["warm up"])
-    index = Index(Path(tempfile.mkdtemp(prefix="lineside-ingest-")) / "index")
+    index = Index(Path(tempfile.mkdtemp(prefix="lineside-ingest-")) / "index", dim=embedder.dim, model=embedder.name)
     docs = [(p.name, p.read_bytes()) for p in sorted(args.docs.iterdir()) if p.suffix.lower() in PARSERS and p.name != "README.md"]
     run(f"dev corpus ({args.docs})", docs, embedder, index)
     run(f"synthetic {args.pages}-page PDF", [("synthetic.pdf", synthetic_pdf(args.pages))], embedder, index)

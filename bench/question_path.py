@@ -34,7 +34,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lineside import broker as broker_mod  # noqa: E402
 from lineside.client import Asker, ingest, wait_online  # noqa: E402
@@ -148,14 +147,14 @@ def main() -> int:
     from services.llm.handlers import build_messages, focus, pack
     from services.llm.models import resolve
     from services.llm.settings import LlmSettings
-    from services.retriever.adapters import Index, MiniLM
+    from services.retriever.adapters import Index, load_embedder
     from services.retriever.search import search
 
     llm_s = LlmSettings(model_dir=os.environ.get("LINESIDE_LLM_MODEL_DIR", default_model_dir()))
     path, name = resolve(os.environ.get("LINESIDE_LLM_PROFILE", "default"), os.environ.get("LINESIDE_LLM_MODEL"), llm_s.model_dir)
     model = LlamaCpp(path, name, threads=llm_s.threads, context=llm_s.context)
-    embedder = MiniLM(2)
-    index = Index(data / "index")
+    embedder = load_embedder(1)
+    index = Index(data / "index", dim=embedder.dim, model=embedder.name)
     prompts = {}
     for q in questions:
         if statuses.get(q["id"]) != "answered":
@@ -168,7 +167,7 @@ def main() -> int:
         prompts[q["id"]] = build_messages(q["question"], language(q["question"]), [focused[i] for i in used])
     index.close()
     del embedder
-    time.sleep(1.0)  # let torch's worker threads go idle: they must not compete with llama.cpp's
+    time.sleep(1.0)  # let the embedder's BLAS threads go idle: they must not compete with llama.cpp's
     direct: dict[str, float] = {}
     direct_ttft: dict[str, float] = {}
     for qid, messages in prompts.items():

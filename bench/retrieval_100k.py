@@ -2,7 +2,7 @@
 
 Chunk texts are synthetic table rows and sentences (codes, part numbers, dates, Chinese);
 their vectors are random unit vectors (embedding 100k texts would take minutes and does not
-change search cost). Questions are embedded with the real all-MiniLM-L6-v2. Prints p50/p95 of
+change search cost). Questions are embedded with the retriever's real model. Prints p50/p95 of
 embedding, of the whole hybrid search, and of the raw FAISS and FTS5 calls it is built from.
 
     .venv/bin/python bench/retrieval_100k.py [--chunks 100000] [--queries 200]
@@ -21,15 +21,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # as the retriever service runs (services/retriever/__main__.py)
 
 import numpy as np  # noqa: E402
 
+from lineside.text import lexical_terms  # noqa: E402
 from schemas.messages import Chunk  # noqa: E402
-from services.retriever.adapters import DIM, Index, MiniLM  # noqa: E402
-from services.retriever.handlers import date_strings, exact_groups, fts_all_query, fts_query, lexical_terms  # noqa: E402
+from services.retriever.adapters import Index, load_embedder  # noqa: E402
+from services.retriever.handlers import date_strings, exact_groups, fts_all_query, fts_query  # noqa: E402
 from services.retriever.search import MAX_TERM_DF, MAX_TERM_SHARE, hybrid_search, search  # noqa: E402
+from services.retriever.settings import RetrieverSettings  # noqa: E402
 
 MACHINES = ["RF-40 Filler", "CP-12 Capper", "LX-300 Labeler", "BCD-750 Conveyor", "PX-200 Press", "SW-12 Wrapper"]
 WORDS = [
@@ -78,18 +79,18 @@ def main() -> int:
     args = ap.parse_args()
     rng = random.Random(7)
     nprng = np.random.default_rng(7)
-    index = Index(Path(tempfile.mkdtemp(prefix="lineside-100k-")) / "index")
+    embedder = load_embedder(RetrieverSettings().threads)
+    index = Index(Path(tempfile.mkdtemp(prefix="lineside-100k-")) / "index", dim=embedder.dim)
     t = time.perf_counter()
     per_doc = 500
     for d in range(args.chunks // per_doc):
         chunks = [Chunk(locator=f"row {r + 2}", title=f"log_{d}.csv", text=row(rng, d * per_doc + r)) for r in range(per_doc)]
-        vecs = nprng.normal(size=(per_doc, DIM)).astype(np.float32)
+        vecs = nprng.normal(size=(per_doc, embedder.dim)).astype(np.float32)
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
         index.replace(f"log_{d}.csv", f"d{d}", "v1", chunks, vecs)
     build_s = time.perf_counter() - t
     print(f"built {len(index)} chunks in {build_s:.1f} s ({len(index) / build_s:.0f} chunks/s, SQLite + FTS5 x2 + FAISS, no embedding)")
 
-    embedder = MiniLM(2)
     questions = [
         f"What does fault E-{rng.randint(100, 999)} mean on the {rng.choice(MACHINES)}?"
         if i % 3 == 0
@@ -133,7 +134,7 @@ def main() -> int:
     print(f"\n{len(questions)} queries against {len(index)} chunks (FAISS flat scan, float16 vectors), {os.cpu_count()} cores")
     print(f"{'':46}{'p50 ms':>9}{'p95 ms':>9}")
     for name, v in (
-        ("embed question (all-MiniLM-L6-v2)", embed_ms),
+        (f"embed question ({embedder.name.split('/')[0]})", embed_ms),
         ("hybrid search (all three rankings)", search_ms),
         ("  raw FAISS search, k=32", faiss_ms),
         ("  raw FTS5: BM25 words + exact terms", fts_ms),

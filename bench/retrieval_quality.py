@@ -23,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import msgspec  # noqa: E402
+
 from lineside.coverage import CoverageSettings, decide  # noqa: E402
 from lineside.evaluation import load_questions  # noqa: E402
 from schemas.messages import IngestDocument  # noqa: E402
@@ -65,31 +67,10 @@ def evaluate(folder: Path, embedder, cov: CoverageSettings, show: bool, sweep: b
             t = time.perf_counter()
             found = search(index, lambda text: embedder.embed([text])[0], q["question"], TOP_K, 32)
             lat.append((time.perf_counter() - t) * 1000)
-            verdict = decide(
-                q["question"],
-                found.passages,
-                unknown_terms=found.unknown_terms,
-                unknown_lines=found.unknown_lines,
-                exact_match=found.exact_match,
-                best_score=found.best_score,
-                content_words=found.content_words,
-                absent_words=found.absent_words,
-                threshold=cov.threshold,
-                absent_share=cov.absent_share,
-            )
+            verdict = decide(q["question"], found, cov)
             if sweep:
                 for th in SWEEP:
-                    v = decide(
-                        q["question"],
-                        found.passages,
-                        unknown_terms=found.unknown_terms,
-                        exact_match=found.exact_match,
-                        best_score=found.best_score,
-                        content_words=found.content_words,
-                        absent_words=found.absent_words,
-                        threshold=th,
-                        absent_share=cov.absent_share,
-                    )
+                    v = decide(q["question"], found, msgspec.structs.replace(cov, threshold=th))
                     wrong = (v.reason is None) != q.get("answerable", True)
                     sweeps.setdefault(th, [0, 0])[0 if q.get("answerable", True) else 1] += wrong
             docs = [p.doc for p in found.passages]

@@ -116,6 +116,10 @@ def _print_answer(ans: dict[str, Any], *, text_shown: bool = False) -> None:
     if status in ("answered", "fallback"):
         if not (text_shown and status == "answered"):
             print(ans.get("answer", ""))
+        for e in ans.get("evidence", []):
+            print(f"  \u201c{e['text']}\u201d [{e['source']}]")
+        if ans.get("reason"):
+            print(f"  (why: {ans['reason']})")
         for i, s in enumerate(ans.get("sources", []), 1):
             print(f"  [{i}] {s['doc']}, {s['locator']} (score {s['score']:.2f})")
         if ans.get("latency_ms"):
@@ -260,9 +264,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             from lineside.settings import load
 
             cov = load(CoverageSettings, ENV_PREFIX)
-            results = asyncio.run(
-                run_retrieval(_conn(args), questions, top_k=args.top_k, threshold=cov.threshold, absent_share=cov.absent_share)
-            )
+            results = asyncio.run(run_retrieval(_conn(args), questions, top_k=args.top_k, settings=cov))
         else:
             results = asyncio.run(run(_conn(args), questions, device="eval"))
     except TimeoutError:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
+import operator
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -178,7 +180,9 @@ async def ingest(
             for path, size in todo:
                 rid = uuid.uuid4().hex
                 names[rid] = path.name
-                unsent = await _send_pieces(bus, path, size, rid, line, piece_bytes, on_progress, stopped=lambda rid=rid: rid in ended)
+                unsent = await _send_pieces(
+                    bus, path, size, rid, line, piece_bytes, on_progress, stopped=functools.partial(operator.contains, ended, rid)
+                )
                 if unsent is not None:
                     ended[rid] = {"doc": path.name, "request_id": rid, "stage": "failed", "reason": unsent}
                     if on_event:

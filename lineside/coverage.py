@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import msgspec
 
@@ -91,39 +91,46 @@ def unknown_kind(term: str, question: str) -> FallbackReason:
     return UNKNOWN_CODE if _CODE_WORD.search(question) else UNKNOWN_MACHINE
 
 
-def decide(
-    question: str,
-    passages: Sequence[Passage],
-    *,
-    unknown_terms: Sequence[str] = (),
-    unknown_lines: Sequence[str] = (),
-    exact_match: bool = False,
-    best_score: float | None = None,
-    content_words: int = 0,
-    absent_words: Sequence[str] = (),
-    threshold: float,
-    absent_share: float,
-) -> Verdict:
+class Findings(Protocol):
+    """What the retriever found for a question (``RetrieveReply``, or ``SearchResult`` in-process)."""
+
+    @property
+    def passages(self) -> Sequence[Passage]: ...
+    @property
+    def unknown_terms(self) -> Sequence[str]: ...
+    @property
+    def unknown_lines(self) -> Sequence[str]: ...
+    @property
+    def exact_match(self) -> bool: ...
+    @property
+    def best_score(self) -> float | None: ...
+    @property
+    def content_words(self) -> int: ...
+    @property
+    def absent_words(self) -> Sequence[str]: ...
+
+
+def decide(question: str, found: Findings, settings: CoverageSettings) -> Verdict:
     """Whether the documents cover ``question``, from what the retriever found.
 
     In order: nothing found; a line, machine or code the question names that no document
     contains (each kind its own reason); the best passage contains every code and date the
     question names (covered); most of the question's content words are in no document; the
-    best similarity of the question to a passage is below ``threshold``.
+    best similarity of the question to a passage is below the threshold.
     """
+    passages = found.passages
     if not passages:
         return Verdict(NOTHING_FOUND, "no passage found")
-    if unknown_terms:
-        kinds = [UNKNOWN_LINE if t in unknown_lines else unknown_kind(t, question) for t in unknown_terms]
+    if found.unknown_terms:
+        kinds = [UNKNOWN_LINE if t in found.unknown_lines else unknown_kind(t, question) for t in found.unknown_terms]
         kind = next((k for k in (UNKNOWN_LINE, UNKNOWN_CODE, UNKNOWN_MACHINE) if k in kinds), UNKNOWN_MACHINE)
-        return Verdict(kind, "not in any document: " + ", ".join(unknown_terms))
-    if exact_match:
+        return Verdict(kind, "not in any document: " + ", ".join(found.unknown_terms))
+    if found.exact_match:
         return Verdict()
-    if content_words >= ABSENT_MIN_WORDS and len(absent_words) >= absent_share * content_words:
-        return Verdict(
-            NOT_COVERED, f"{len(absent_words)} of the question's {content_words} words are in no document: " + ", ".join(absent_words)
-        )
-    best = max(p.score for p in passages) if best_score is None else best_score
-    if best < threshold:
-        return Verdict(NOT_COVERED, f"best score {best:.2f} below {threshold:.2f}")
+    words, absent = found.content_words, found.absent_words
+    if words >= ABSENT_MIN_WORDS and len(absent) >= settings.absent_share * words:
+        return Verdict(NOT_COVERED, f"{len(absent)} of the question's {words} words are in no document: " + ", ".join(absent))
+    best = max(p.score for p in passages) if found.best_score is None else found.best_score
+    if best < settings.threshold:
+        return Verdict(NOT_COVERED, f"best score {best:.2f} below {settings.threshold:.2f}")
     return Verdict()

@@ -38,7 +38,14 @@ def judge(q: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
     cited = [s["doc"] for s in answer.get("sources", [])]
     status = answer.get("status")
     if not q.get("answerable", True):
-        return {"id": q["id"], "passed": status == "fallback", "status": status, "cited": cited, "missing": []}
+        return {
+            "id": q["id"],
+            "passed": status == "fallback",
+            "status": status,
+            "reason": answer.get("reason"),
+            "cited": cited,
+            "missing": [],
+        }
     expected = q.get("expected_sources", [])
     cited_ok = any(doc in cited for doc in expected) if expected else True
     # What the device shows: the model's text and the evidence lines under it.
@@ -99,8 +106,7 @@ async def run_retrieval(
     questions: Sequence[dict[str, Any]],
     *,
     top_k: int = 5,
-    threshold: float,
-    absent_share: float,
+    settings: coverage.CoverageSettings,
     timeout_s: float = 30.0,
 ) -> list[dict[str, Any]]:
     """Retrieval only, no LLM: send each question straight to the retriever and judge its
@@ -119,18 +125,7 @@ async def run_retrieval(
             t = time.perf_counter()
             req = RetrieveRequest(request_id=uuid.uuid4().hex, question=q["question"], reply_to=replies.inbox, top_k=top_k)
             rep = await replies.request(topics.RETRIEVE, req, RetrieveReply, timeout_s)
-            verdict = coverage.decide(
-                q["question"],
-                rep.passages,
-                unknown_terms=rep.unknown_terms,
-                unknown_lines=rep.unknown_lines,
-                exact_match=rep.exact_match,
-                best_score=rep.best_score,
-                content_words=rep.content_words,
-                absent_words=rep.absent_words,
-                threshold=threshold,
-                absent_share=absent_share,
-            )
+            verdict = coverage.decide(q["question"], rep, settings)
             reason = verdict.detail if not verdict.covered else ""
             answer = {
                 "status": "fallback" if reason or rep.error else "retrieved",

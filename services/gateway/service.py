@@ -202,18 +202,7 @@ class Gateway:
             return h.failed(rid, "error", "retriever_timeout", message, ms())
         if rr.error:
             return h.failed(rid, "error", "retrieval_failed", rr.error, ms())
-        verdict = coverage.decide(
-            req.question,
-            rr.passages,
-            unknown_terms=rr.unknown_terms,
-            unknown_lines=rr.unknown_lines,
-            exact_match=rr.exact_match,
-            best_score=rr.best_score,
-            content_words=rr.content_words,
-            absent_words=rr.absent_words,
-            threshold=self.cov.threshold,
-            absent_share=self.cov.absent_share,
-        )
+        verdict = coverage.decide(req.question, rr, self.cov)
         if verdict.reason is not None:
             structlog.contextvars.bind_contextvars(fallback=verdict.detail, reason=verdict.reason)
             return h.fallback(rid, self.fallback_message(lang), ms(), verdict.reason)

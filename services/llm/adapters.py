@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from services.llm.handlers import drop_repeats, looping
+
 
 @dataclass(frozen=True)
 class Generation:
@@ -69,10 +71,12 @@ class LlamaCpp:
             pieces.append(delta)
             if on_delta is not None and delta:
                 on_delta(delta)
+            if "\n" in delta and looping("".join(pieces)):
+                break  # a small model repeating itself greedily would fill max_tokens with the same lines
         completion = len(pieces)
         # A streamed completion reports no usage: the context holds prompt + completion tokens.
         prompt = max(0, self._llm.n_tokens - completion)
-        return Generation(text="".join(pieces).strip(), prompt_tokens=prompt, completion_tokens=completion, ttft_ms=ttft)
+        return Generation(text=drop_repeats("".join(pieces)).strip(), prompt_tokens=prompt, completion_tokens=completion, ttft_ms=ttft)
 
     def forget(self) -> None:
         """Drop the evaluated context, so the next prompt reuses nothing (for measuring the KV-cache gain)."""

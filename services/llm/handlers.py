@@ -68,6 +68,36 @@ def _normal(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
+REPEAT_MIN_CHARS = 12
+"""A line shorter than this may repeat on purpose (a unit, a bullet of one word)."""
+
+
+def _line_key(line: str) -> str:
+    """A line compared for repetition: list markers, markup and spacing aside."""
+    return " ".join(line.strip().lstrip("-*0123456789.) ").replace("*", "").split()).casefold()
+
+
+def looping(text: str) -> bool:
+    """True when the last complete line of ``text`` repeats an earlier line: a greedily decoding
+    small model that starts repeating itself repeats forever, until max_tokens."""
+    lines = [k for k in (_line_key(x) for x in text.split("\n")[:-1]) if len(k) >= REPEAT_MIN_CHARS]
+    return len(lines) >= 2 and lines[-1] in lines[:-1]
+
+
+def drop_repeats(text: str) -> str:
+    """``text`` with every line that repeats an earlier one (of ``REPEAT_MIN_CHARS`` or more) left out."""
+    seen: set[str] = set()
+    out = []
+    for line in text.split("\n"):
+        key = _line_key(line)
+        if len(key) >= REPEAT_MIN_CHARS:
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(line)
+    return "\n".join(out)
+
+
 def pack(passages: Sequence[Passage], budget: int, count: Callable[[str], int]) -> list[int]:
     """Indices of the passages that go into the prompt: best first, while they fit ``budget``
     tokens; the best one always goes in (cut to the budget if it alone is too long).

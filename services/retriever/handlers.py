@@ -122,15 +122,6 @@ def fuse(rankings: Sequence[Sequence[int]], weights: Sequence[float] | None = No
     return scores
 
 
-def fusion_weights(question: str) -> tuple[float, float, float]:
-    """Weights of the vector, BM25 and exact-term rankings for this question.
-
-    all-MiniLM-L6-v2 was trained on English only: for a question with Chinese in it, its
-    ranking is mostly noise, so the lexical rankings carry the decision (docs/retrieval.md).
-    """
-    return (1.0, 1.0, 1.0)
-
-
 _DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 _MONTH_NAMES = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"]
 _MONTHS = {**{m: i for i, m in enumerate(_MONTH_NAMES, 1)}, **{m[:3]: i for i, m in enumerate(_MONTH_NAMES, 1)}, "sept": 9}

@@ -27,7 +27,6 @@ from services.retriever.handlers import (
     fts_all_query,
     fts_query,
     fuse,
-    fusion_weights,
     line_mentions,
     line_spellings,
     record_preference,
@@ -115,7 +114,7 @@ def hybrid_search(
         unknown += [n for n in no_line if n not in unknown]
         words = content_words(question)
         absent = index.absent(words)
-    fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates, today, known_lines)], fusion_weights(question))
+    fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates, today, known_lines)])
     exact = exact_counts(question, candidates, today, known_lines)
     for p in candidates if named else ():  # only an ask that follows names: every search runs this
         blob = f"{p.title}\n{p.text}".casefold()

@@ -1,7 +1,7 @@
 """The coverage decision: answer, or fall back with a reason a device can act on."""
 
 from lineside import coverage
-from schemas.messages import Passage
+from schemas.messages import Passage, RetrieveReply
 
 
 def _p(score: float) -> Passage:
@@ -9,7 +9,8 @@ def _p(score: float) -> Passage:
 
 
 def _decide(question: str, passages: list[Passage], **kw) -> coverage.Verdict:
-    return coverage.decide(question, passages, threshold=0.3, absent_share=0.5, **kw)
+    found = RetrieveReply(request_id="r", passages=passages, **kw)
+    return coverage.decide(question, found, coverage.CoverageSettings(threshold=0.3, absent_share=0.5))
 
 
 def test_nothing_found_falls_back():

@@ -199,3 +199,11 @@ def test_a_procedure_goes_into_the_prompt_whole_not_cut_to_its_best_lines():
 def test_the_prompt_asks_for_every_step_and_no_longer_for_one_or_two_sentences():
     assert "every step" in h.SYSTEM_EN
     assert "one or two sentences" not in h.SYSTEM_EN
+
+
+def test_a_model_repeating_itself_is_stopped_and_the_repeats_dropped():
+    text = "1. **Stop**: the printer stops at E-104.\n2. **Check**: the wiper roll.\n3. **Stop**: the printer stops at E-104.\n"
+    assert h.looping(text)
+    assert not h.looping("1. Stop the printer.\n2. Check the wiper roll.\n")
+    assert not h.looping("45 N·m\n45 N·m\n")  # short lines may repeat on purpose
+    assert h.drop_repeats(text.rstrip()) == "1. **Stop**: the printer stops at E-104.\n2. **Check**: the wiper roll."
