@@ -27,8 +27,10 @@ import msgspec  # noqa: E402
 
 from lineside.coverage import CoverageSettings, decide  # noqa: E402
 from lineside.evaluation import load_questions  # noqa: E402
+from lineside.text import compare_form  # noqa: E402
 from schemas.messages import IngestDocument  # noqa: E402
 from services.ingest.handlers import process  # noqa: E402
+from services.llm.handlers import evidence, focus  # noqa: E402
 from services.retriever.adapters import Index, load_embedder  # noqa: E402
 from services.retriever.handlers import embedding_text  # noqa: E402
 from services.retriever.search import search  # noqa: E402
@@ -73,6 +75,9 @@ def evaluate(folder: Path, embedder, cov: CoverageSettings, show: bool, sweep: b
                     v = decide(q["question"], found, msgspec.structs.replace(cov, threshold=th))
                     wrong = (v.reason is None) != q.get("answerable", True)
                     sweeps.setdefault(th, [0, 0])[0 if q.get("answerable", True) else 1] += wrong
+            focused = [msgspec.structs.replace(p, text=focus(p.ask or q["question"], p.text)) for p in found.passages]
+            quoted = compare_form(" ".join(text for _, text in evidence(q["question"], focused)))
+            facts = all(compare_form(m) in quoted for m in q.get("must_contain", []))
             docs = [p.doc for p in found.passages]
             rank = next((i for i, d in enumerate(docs, 1) if d in q.get("expected_sources", [])), None)
             rows.append(
@@ -82,6 +87,7 @@ def evaluate(folder: Path, embedder, cov: CoverageSettings, show: bool, sweep: b
                     "kind": q.get("kind", ""),
                     "answerable": q.get("answerable", True),
                     "rank": rank,
+                    "facts_quoted": facts,
                     "all_found": all(d in docs for d in q.get("expected_sources", [])),
                     "fallback": verdict.reason,
                     "detail": verdict.detail,
@@ -115,6 +121,7 @@ def evaluate(folder: Path, embedder, cov: CoverageSettings, show: bool, sweep: b
         multi = [r for r in ans if r["kind"] == "multi-doc"]
         if multi:
             fig["multi_doc_all_sources"] = f"{sum(r['all_found'] for r in multi)}/{len(multi)}"
+        fig["facts_in_evidence"] = f"{sum(1 for r in ans if r['facts_quoted'] and not r['fallback'])}/{len(ans)}"
         fig["answerable_fell_back"] = f"{sum(1 for r in ans if r['fallback'])}/{len(ans)}"
         fig["oos_answered"] = f"{sum(1 for r in oos if not r['fallback'])}/{len(oos)}"
         fig["retrieved_and_kept"] = (

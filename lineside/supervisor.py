@@ -21,6 +21,8 @@ from lineside.settings import Connection, default_data_dir
 SERVICES = ("retriever", "llm", "ingest", "gateway")
 START_TIMEOUT_S = 300.0
 """First start may assemble the model (~1 s) and load llama.cpp (~10-30 s on 2 cores)."""
+REEMBED_TIMEOUT_S = 3 * 3600.0
+"""A knowledge base of a million chunks re-embeds in under three hours on 2 cores."""
 RESTART_LIMIT = 5
 """A service that dies more than this many times in ten minutes is left down and reported."""
 
@@ -219,6 +221,12 @@ def up(
         print("starting services (loading models)...", flush=True)
         online = asyncio.run(wait_online(client, names, START_TIMEOUT_S))
         missing = set(names) - online
+        if missing == {"retriever"} and '"reembedding"' in sup.tail("retriever", 3):
+            # After an upgrade of the embedding model the knowledge base is embedded again before
+            # the retriever serves (~100 chunks a second): wait for it rather than give up.
+            print("the retriever is embedding the knowledge base again with its new model (once after an upgrade)...", flush=True)
+            online |= asyncio.run(wait_online(client, ["retriever"], REEMBED_TIMEOUT_S))
+            missing = set(names) - online
         if missing:
             for name in sorted(missing):
                 print(f"error: {name} did not come online. Last log lines:\n{sup.tail(name)}", file=sys.stderr)

@@ -47,21 +47,23 @@ def focus(question: str, text: str, keep: int = FOCUS_LINES) -> str:
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if len(lines) <= keep:
         return "\n".join(lines)
-    steps = step_lines(text)
     q = terms(question)
-    if steps and any(q & terms(lines[i]) for i in steps):
-        # A procedure is not cut to its best lines: a lockout step lost that way is a hazard.
-        # The step list goes in whole, with the line that introduces it.
-        first = max(0, steps[0] - 1)
-        return "\n".join(lines[first : steps[-1] + 1])
     shared = [q & terms(ln) for ln in lines]
     df: dict[str, int] = {}
     for found in shared:
         for t in found:
             df[t] = df.get(t, 0) + 1
     weight = {t: math.log(1 + len(lines) / n) for t, n in df.items()}
-    scored = sorted(range(len(lines)), key=lambda i: (-sum(weight[t] for t in shared[i]), i))[:keep]
-    return "\n".join(lines[i] for i in sorted(scored))
+    scored = sorted(range(len(lines)), key=lambda i: (-sum(weight[t] for t in shared[i]), i))
+    steps = step_lines(text)
+    if steps:
+        # A procedure is not cut to its best lines: a lockout step lost that way is a hazard.
+        # When what the question matches best is the step list or the line that introduces it,
+        # the list goes in whole with that line; a value elsewhere on the page is kept as before.
+        first = max(0, steps[0] - 1)
+        if first <= scored[0] <= steps[-1]:
+            return "\n".join(lines[first : steps[-1] + 1])
+    return "\n".join(lines[i] for i in sorted(scored[:keep]))
 
 
 def _normal(text: str) -> str:
@@ -183,13 +185,6 @@ def quoted_sources(used: Sequence[int], quotes: Sequence[tuple[int, str]]) -> li
     """``used`` (the passages in the prompt) and then every other passage a quote comes from: a
     quoted line is cited, whether or not its passage fitted the prompt's budget."""
     return list(dict.fromkeys([*used, *(i for i, _ in quotes)]))
-
-
-def extract(question: str, passages: Sequence[Passage], *, cite: bool = True) -> str:
-    """The extractive answer (no model): ``evidence`` quoted, each cited by its passage's number
-    ([1] = the best) when ``cite``. ``passages`` are in the order the prompt would number them."""
-    quotes = evidence(question, passages)
-    return quote(quotes, range(len(passages)) if cite else None)
 
 
 SECOND_MIN_TERMS = 2

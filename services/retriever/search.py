@@ -62,7 +62,6 @@ def hybrid_search(
     question: str,
     k: int,
     pool: int,
-    line: str | None = None,
     *,
     filters: Filters | None = None,
     today: dt.date | None = None,
@@ -80,7 +79,7 @@ def hybrid_search(
     ``names``: codes and part numbers found for the question elsewhere (``followup_names``); a
     passage that has them counts them as exact terms, and a fifth ranking finds those that do.
     """
-    scope = filters or Filters(line=line)
+    scope = filters or Filters()
     if scope:
         pool *= FILTERED_POOL_FACTOR
     with index.consistent():

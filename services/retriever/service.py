@@ -69,6 +69,7 @@ class Retriever:
     async def prepare(self) -> None:
         """Re-embed an index built with another embedding model before serving."""
         if self.index.stale:
+            self.log.info("reembedding", model=self.embedder.name, note="the index was built with another embedding model")
             t = time.perf_counter()
             n = await self.compute.run(self.index.reembed, self.embedder.embed, embedding_text)
             self.log.info("reembedded", chunks=n, model=self.embedder.name, latency_s=round(time.perf_counter() - t, 1))

@@ -7,6 +7,9 @@ import asyncio
 import contextlib
 import io
 import json
+import re
+import shlex
+import subprocess
 
 import msgspec
 import pytest
@@ -17,7 +20,7 @@ from lineside.client import Asker
 from lineside.security import layout
 from lineside.settings import Connection
 from schemas import topics
-from tests.conftest import EXAMPLES, start_stack
+from tests.conftest import EXAMPLES, ROOT, start_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -157,3 +160,45 @@ def test_a_removed_device_is_refused_at_once(box):
     with pytest.raises(BusError):
         asyncio.run(asyncio.wait_for(connect(), 10))
     assert "hmi-gone" not in _cli("device", "list", "--data", str(box.data))
+
+
+def _doc_commands(tool: str) -> list[tuple[str, str]]:
+    """Every ``tool`` command in the README's and docs' shell examples, line continuations joined: (file, command)."""
+    out = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```(?:sh|bash|shell)?\n(.*?)```", path.read_text(encoding="utf-8"), re.S):
+            for cmd in block.replace("\\\n", " ").splitlines():
+                if cmd.strip().startswith(tool):
+                    out.append((path.name, cmd.strip()))
+    return out
+
+
+def test_every_device_example_in_the_docs_is_answered_as_written(box):
+    """A controls engineer copies an example: with the box's address, port, CA and the device's
+    password filled in, it must get an answer, not silence (docs that rot are worse than none)."""
+    commands = _doc_commands("mosquitto_rr")
+    assert len(commands) >= 3, commands  # README and the device contract both show MQTT 5 and 3.1.1
+    passwords: dict[str, str] = {}
+    ca = str(layout.paths(box.data).certs / "ca.crt")
+    for source, cmd in commands:
+        argv = shlex.split(cmd)
+        user = argv[argv.index("-u") + 1]
+        if user not in passwords:
+            passwords[user] = _add(box, user).mqtt_password or ""
+        host = argv[argv.index("-h") + 1]
+        filled = [
+            "127.0.0.1"
+            if a == host
+            else str(box.tls_port)
+            if a == "8883"
+            else ca
+            if a == "ca.crt"
+            else passwords[user]
+            if a == "<password>"
+            else a
+            for a in argv
+        ]
+        done = subprocess.run([*filled, "-W", "120"], capture_output=True, text=True, timeout=150, check=False)
+        assert done.returncode == 0, f"{source}: {cmd}\n{done.stderr}"
+        answer = json.loads(done.stdout.splitlines()[-1])
+        assert answer["status"] in ("answered", "fallback"), f"{source}: {cmd}\n{answer}"

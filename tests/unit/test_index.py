@@ -5,6 +5,7 @@ import pytest
 
 from schemas.messages import Chunk
 from services.retriever.adapters import Index, UniversalSentenceEncoder
+from services.retriever.handlers import Filters
 from services.retriever.search import hybrid_search, search
 
 DIM = UniversalSentenceEncoder.dim
@@ -87,7 +88,7 @@ def test_line_filter_keeps_own_line_and_plant_wide(index):
     index.replace("l2.md", "l2", "v", _chunks("changeover torque", line="Line 2"), _vecs(1, 7))
     index.replace("l3.md", "l3", "v", _chunks("changeover torque", line="Line 3"), _vecs(1, 8))
     index.replace("all.md", "all", "v", _chunks("changeover torque"), _vecs(1, 9))
-    hits = hybrid_search(index, _vecs(1, 10)[0], "changeover torque", 5, 10, line="3").passages
+    hits = hybrid_search(index, _vecs(1, 10)[0], "changeover torque", 5, 10, filters=Filters(line="3")).passages
     assert sorted(h.doc for h in hits) == ["all.md", "l3.md"]
 
 

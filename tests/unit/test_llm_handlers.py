@@ -4,6 +4,11 @@ from schemas.messages import Passage
 from services.llm import handlers as h
 
 
+def _extract(question: str, passages: list[Passage]) -> str:
+    """The quotes as profile ``none`` answers with them, each cited by its passage's number."""
+    return h.quote(h.evidence(question, passages), range(len(passages)))
+
+
 def _p(text: str, i: int = 1) -> Passage:
     return Passage(chunk_id=i, doc="m.pdf", doc_id="d", locator=f"page {i}", title="Manual > 3 Torques", text=text, score=0.5)
 
@@ -56,12 +61,12 @@ def test_best_passage_is_nearest_the_question():
 def test_extractive_answer_quotes_the_matching_lines_of_the_best_passage_and_cites_it():
     best = _p(TABLE, 1)
     other = _p("Joint: Something else; Tightening torque: 99 N·m", 2)
-    out = h.extract("Torque for the gearbox torque arm bolt?", [best, other])
+    out = _extract("Torque for the gearbox torque arm bolt?", [best, other])
     assert "79 N·m" in out
     assert "99 N·m" not in out
     assert out.startswith("\u201c")
     assert out.endswith("[1]")
-    assert h.extract("anything", []) == ""
+    assert _extract("anything", []) == ""
 
 
 def test_answer_cache_keys_on_the_whole_prompt_and_drops_the_least_recently_used():
@@ -107,12 +112,12 @@ def test_a_second_passage_is_quoted_when_it_answers_what_the_first_leaves_out():
     notice = _p("During 2026-12-01 to 2026-12-15 QA checks the cap removal torque on Line 3 every 30 minutes.", 1)
     qwi = _p("4 Frequency\nNormally QA checks removal torque once every 60 minutes during production.\nRecords go to the QA system.", 2)
     q = "How often does QA normally check cap removal torque during production, and what interval applies on Line 3?"
-    quote = h.extract(q, [notice, qwi])
+    quote = _extract(q, [notice, qwi])
     assert "30 minutes" in quote
     assert "60 minutes" in quote
     assert quote.endswith("[2]")
     # Nothing left to add: one quote only.
-    single = h.extract("What interval applies on Line 3 from 2026-12-01?", [notice, qwi])
+    single = _extract("What interval applies on Line 3 from 2026-12-01?", [notice, qwi])
     assert "60 minutes" not in single
 
 
@@ -122,13 +127,13 @@ def test_the_row_of_the_code_the_quoted_log_row_names_is_quoted_too():
     filler = _p("Code: E-104; Machine: RF-40 Filler; Description: valve feedback timeout; Corrective Action: set gap to 0.8 mm", 3)
     labeler = _p("Code: E-104; Machine: LX-300 Labeler; Description: Label web break; Corrective Action: set web tension to 18 N", 4)
     q = "Line 3 stopped on 2026-10-03. What does the fault code logged for that stop mean, and what corrective action applies?"
-    quote = h.extract(q, [log, notice, filler, labeler])
+    quote = _extract(q, [log, notice, filler, labeler])
     assert "2026-10-03" in quote
     assert "18 N" in quote  # E-104 *and* LX-300, as the quoted row names them
     assert "0.8 mm" not in quote
     assert quote.endswith("[4]")
     # The question names the code itself: nothing to follow.
-    assert "18 N" not in h.extract("Why did Line 3 stop on 2026-10-03 with E-104?", [log, notice, filler, labeler])
+    assert "18 N" not in _extract("Why did Line 3 stop on 2026-10-03 with E-104?", [log, notice, filler, labeler])
 
 
 def test_a_quoted_passage_that_did_not_fit_the_prompt_is_cited_too():

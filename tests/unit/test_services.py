@@ -163,3 +163,18 @@ def test_the_gateway_says_when_the_retriever_does_not_answer(tmp_path, log):
     asyncio.run(_serve(gw, bus, lambda: bus.on(topics.answer_device("hmi-1"))))
     answer = json.loads(bus.on(topics.answer_device("hmi-1"))[0])
     assert (answer["status"], answer["error"]["code"]) == ("error", "retriever_timeout")
+
+
+def test_an_index_of_another_embedding_model_is_embedded_again_before_the_retriever_serves(tmp_path, log):
+    old = Index(tmp_path / "index", dim=HashEmbedder.dim, model="some-older-model")
+    chunk = Chunk(locator="row 2", title="alarms.xlsx", text="code: E-104; description: web break")
+    old.replace("alarms.xlsx", "alarms", "v1", [chunk], np.eye(1, HashEmbedder.dim, dtype=np.float32))
+    old.close()
+    embedder = HashEmbedder()
+    index = Index(tmp_path / "index", dim=embedder.dim, model=embedder.name)
+    assert index.stale
+    asyncio.run(Retriever(RetrieverSettings(), embedder, index, ComputeThread("test"), log).prepare())
+    assert (index.stale, len(index)) == (False, 1)
+    assert [e["chunks"] for e in log.events("reembedded")] == [1]
+    assert log.events("reembedding")  # what `lineside up` reads to wait for it
+    index.close()
