@@ -230,17 +230,19 @@ class _Correlated(msgspec.Struct):
 
 
 class Replies:
-    """Request/reply over one bus: the bus's reply inbox, a table of requests waiting for their
-    reply by request id, and a timeout. Every request/reply exchange of Lineside goes through it.
+    """Request/reply over one bus: a table of requests waiting for their reply, and a timeout.
+    Every request/reply exchange of Lineside goes through it.
 
-    A service whose dispatcher already reads ``bus.messages()`` hands each message to
-    ``deliver``; a command-line tool with no dispatcher of its own runs ``pump`` instead.
+    Internal requests (``request``) are typed messages answered on the bus's reply inbox and
+    matched by request id. A device's question (``exchange``) is answered the MQTT 5 way, on its
+    Response Topic, and matched by Correlation Data. A service whose dispatcher already reads
+    ``bus.messages()`` hands each message to ``deliver``; a tool with no dispatcher runs ``pump``.
     """
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.inbox = topics.reply_inbox(bus.client_id)
-        self._pending: dict[str, tuple[asyncio.Future[Any], type[Any]]] = {}
+        self._pending: dict[str | bytes, tuple[asyncio.Future[Any], type[Any]]] = {}
 
     async def request(self, topic: str, message: msgspec.Struct, reply_type: type[R], timeout_s: float, *, key: str | None = None) -> R:
         """Publish ``message`` (MessagePack; its ``reply_to`` should be ``self.inbox``) and wait for
@@ -254,6 +256,18 @@ class Replies:
             return result
         finally:
             self._pending.pop(rid, None)
+
+    async def exchange(self, topic: str, payload: bytes, correlation: bytes, timeout_s: float, **props: Any) -> Inbound:
+        """Publish ``payload`` with ``correlation`` as its Correlation Data (and ``props``: Response
+        Topic, Content Type) and wait for the message that carries the same Correlation Data."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[correlation] = (fut, Inbound)
+        try:
+            await self.bus.publish(topic, payload, correlation_data=correlation, **props)
+            reply: Inbound = await asyncio.wait_for(fut, timeout_s)
+            return reply
+        finally:
+            self._pending.pop(correlation, None)
 
     def waiting(self, rid: str) -> bool:
         """True while a request with this id waits for its reply."""
@@ -269,6 +283,11 @@ class Replies:
         """Complete the request ``m`` replies to; False when ``m`` is not such a reply (another
         message on the inbox, such as a stream piece, or a reply nobody waits for any more).
         Raises msgspec errors for a payload that is not MessagePack."""
+        if m.correlation_data is not None:
+            entry = self._pending.get(m.correlation_data)
+            if entry is not None and entry[1] is Inbound and not entry[0].done():
+                entry[0].set_result(m)
+                return True
         if m.topic != self.inbox:
             return False
         rid = msgspec.msgpack.decode(m.payload, type=_Correlated).request_id

@@ -36,7 +36,7 @@ class Asker:
         self.ask_topic = topics.ask_device(device) if own_topic else topics.ASK
         self.reply_topic = f"{topics.answer_device(device)}/{uuid.uuid4().hex[:12]}"
         self._bus = Bus(conn, subscriptions=(self.reply_topic, topics.stream_topic(self.reply_topic)))
-        self._waiting: dict[bytes, asyncio.Future[tuple[bytes, str | None]]] = {}
+        self._replies = Replies(self._bus)
         self._streams: dict[bytes, Callable[[dict[str, Any]], None]] = {}
         self._reader: asyncio.Task[None] | None = None
 
@@ -52,15 +52,13 @@ class Asker:
 
     async def _read(self) -> None:
         async for m in self._bus.messages():
-            if m.topic != self.reply_topic:
-                on_delta = self._streams.get(m.correlation_data or b"")
-                if on_delta is not None:
-                    is_msgpack = m.content_type == codec.MSGPACK
-                    on_delta(msgspec.msgpack.decode(m.payload) if is_msgpack else json.loads(m.payload))
+            if m.topic == self.reply_topic:
+                self._replies.deliver(m)
                 continue
-            fut = self._waiting.pop(m.correlation_data or b"", None)
-            if fut is not None and not fut.done():
-                fut.set_result((m.payload, m.content_type))
+            on_delta = self._streams.get(m.correlation_data or b"")
+            if on_delta is not None:
+                is_msgpack = m.content_type == codec.MSGPACK
+                on_delta(msgspec.msgpack.decode(m.payload) if is_msgpack else json.loads(m.payload))
 
     async def ask(
         self,
@@ -80,23 +78,20 @@ class Asker:
             payload_obj["stream"] = True
         payload = msgspec.msgpack.encode(payload_obj) if msgpack else json.dumps(payload_obj, ensure_ascii=False).encode()
         corr = uuid.uuid4().hex.encode()
-        fut: asyncio.Future[tuple[bytes, str | None]] = asyncio.get_running_loop().create_future()
-        self._waiting[corr] = fut
         if on_delta is not None:
             self._streams[corr] = on_delta
         try:
-            await self._bus.publish(
+            reply = await self._replies.exchange(
                 self.ask_topic,
                 payload,
+                corr,
+                timeout_s,
                 response_topic=self.reply_topic,
-                correlation_data=corr,
                 content_type=codec.MSGPACK if msgpack else "application/json",
             )
-            body, _ = await asyncio.wait_for(fut, timeout_s)
         finally:
-            self._waiting.pop(corr, None)
             self._streams.pop(corr, None)
-        result: dict[str, Any] = msgspec.msgpack.decode(body) if msgpack else json.loads(body)
+        result: dict[str, Any] = msgspec.msgpack.decode(reply.payload) if msgpack else json.loads(reply.payload)
         return result
 
 

@@ -15,7 +15,9 @@ class RetrieverSettings(Connection, kw_only=True):
     client_id: Annotated[str, msgspec.Meta(description="MQTT client id; fixed so the persistent session survives restarts")] = (
         "lineside-retriever"
     )
-    threads: Annotated[int, msgspec.Meta(description="Threads for embedding (numpy BLAS): 2 embeds 289 instead of 208 chunks/s on 2 cores", ge=1)] = 2
+    threads: Annotated[
+        int, msgspec.Meta(description="Threads for embedding (numpy BLAS): 2 embeds 289 instead of 208 chunks/s on 2 cores", ge=1)
+    ] = 2
     batch_size: Annotated[int, msgspec.Meta(description="Chunks embedded per batch while indexing (bench/ingest.py --batch)", ge=1)] = 32
     oversample: Annotated[int, msgspec.Meta(description="Vector candidates fetched per requested passage before filtering", ge=1)] = 8
     max_top_k: Annotated[int, msgspec.Meta(description="Upper bound on passages per search", ge=1)] = 20
