@@ -13,9 +13,12 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import faiss
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DIM = 512
 
@@ -41,6 +44,11 @@ def build(kind: str, vecs: np.ndarray) -> faiss.Index:
     elif kind == "SQ8":
         idx = faiss.IndexScalarQuantizer(DIM, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
         idx.train(vecs)
+    elif kind == "SQ8u":  # what the retriever uses: one byte per component on a fixed range, no training on data
+        from services.retriever.adapters import VECTOR_RANGE
+
+        idx = faiss.IndexScalarQuantizer(DIM, faiss.ScalarQuantizer.QT_8bit_uniform, faiss.METRIC_INNER_PRODUCT)
+        idx.train(np.array([[-VECTOR_RANGE] * DIM, [VECTOR_RANGE] * DIM], dtype=np.float32))
     elif kind == "SQfp16":
         idx = faiss.IndexScalarQuantizer(DIM, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
     elif kind.startswith("IVF"):
@@ -71,7 +79,7 @@ def main() -> int:
         vecs = clustered(n + args.queries, rng)
         base, queries = vecs[:n], vecs[n:]
         truth = None
-        for kind in ("Flat", "SQfp16", "SQ8", "IVF-8", "IVF-32", "HNSW32"):
+        for kind in ("Flat", "SQfp16", "SQ8", "SQ8u", "IVF-8", "IVF-32", "HNSW32"):
             t = time.perf_counter()
             idx = build(kind, base)
             build_s = time.perf_counter() - t
