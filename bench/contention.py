@@ -44,7 +44,7 @@ def embedder(threads: int, rate: float, stop: mp.Event, ready: mp.Event, out: mp
     i = 0
     while not stop.is_set():
         t = time.perf_counter()
-        model.embed([f"What does fault E-{100 + i % 800} mean on the RF-40 filler?"])
+        model.embed([f"What does fault E-{100 + i % 800} mean on the VX-90 filler?"])
         times.append((time.perf_counter() - t) * 1000)
         i += 1
         time.sleep(max(0.0, 1 / rate - (time.perf_counter() - t)))
@@ -60,7 +60,7 @@ def embed_alone(threads: int, n: int = 40) -> list[float]:
     times = []
     for i in range(n):
         t = time.perf_counter()
-        model.embed([f"What does fault E-{100 + i} mean on the RF-40 filler?"])
+        model.embed([f"What does fault E-{100 + i} mean on the VX-90 filler?"])
         times.append((time.perf_counter() - t) * 1000)
     return times
 

@@ -32,7 +32,7 @@ from services.retriever.handlers import date_strings, exact_groups, fts_all_quer
 from services.retriever.search import MAX_TERM_DF, MAX_TERM_SHARE, hybrid_search, search  # noqa: E402
 from services.retriever.settings import RetrieverSettings  # noqa: E402
 
-MACHINES = ["RF-40 Filler", "CP-12 Capper", "LX-300 Labeler", "BCD-750 Conveyor", "PX-200 Press", "SW-12 Wrapper"]
+MACHINES = ["VX-90 Filler", "BF-8 Capper", "TR-55 Labeler", "KT-410 Conveyor", "PX-200 Press", "SW-12 Wrapper"]
 WORDS = [
     "valve",
     "sensor",
@@ -44,7 +44,7 @@ WORDS = [
     "motor",
     "gearbox",
     "guard",
-    "splice",
+    "bracket",
     "tension",
     "nozzle",
     "clutch",

@@ -77,7 +77,7 @@ def unknown_kind(term: str, question: str) -> FallbackReason:
     """What kind of name a term no document contains is, from how the question uses it.
 
     Serves the way technicians name things: a production line is written "Line 4", "4号线" or
-    "SMT-3 线" (a line word next to it); a fault or alarm code is asked about with "alarm",
+    "WL-3 线" (a line word next to it); a fault or alarm code is asked about with "alarm",
     "fault", "code", "报警", "故障"; anything else with letters and digits is a machine, model,
     asset or part.
     """

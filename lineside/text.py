@@ -31,7 +31,7 @@ def has_cjk(text: str) -> bool:
 
 
 def language(text: str) -> str:
-    """'zh' for text with Chinese in it (a mixed question "SP-600 刮刀压力多少?" is asked in Chinese), else 'en'."""
+    """'zh' for text with Chinese in it (a mixed question "VX-70 刮刀压力多少?" is asked in Chinese), else 'en'."""
     return "zh" if has_cjk(text) else "en"
 
 
@@ -146,7 +146,7 @@ def index_tokens(term: str) -> list[str]:
 
 
 LATIN_TERM = re.compile(r"[A-Za-z0-9][A-Za-z0-9.,/·°%-]*[A-Za-z0-9%]|[A-Za-z0-9]")
-"""A Latin word, number, code or value with its unit as plant documents write them: "E-104",
+"""A Latin word, number, code or value with its unit as plant documents write them: "F-311",
 "12.5", "4,5", "N·m", "60%", "1/2"."""
 
 
@@ -172,7 +172,7 @@ def lexical_terms(text: str) -> list[str]:
 def terms(text: str) -> set[str]:
     """The words of ``text`` that say what it is about, for comparing a question with a line:
     casefolded Latin words of 2+ characters without stopwords, Chinese bigrams, and each line it
-    names as one term ``line#N`` ("Line 3", "3 线", the asset tag "L3-FIL-01" are one line)."""
+    names as one term ``line#N`` ("Line 3", "3 线", the asset tag "L3-PMP-02" are one line)."""
     words = {w.casefold().strip(".,") for w in LATIN_TERM.findall(text)}
     cjk = {b for run in CJK_RUN.findall(text) for b in bigrams(run) if len(b) == 2}
     lines = {f"line#{n}" for n in mentioned_lines(text)}
@@ -183,9 +183,9 @@ _A = r"(?<![A-Za-z0-9-])"
 _Z = r"(?![A-Za-z0-9])"
 CODE = re.compile(rf"{_A}(?=[A-Za-z0-9-]*\d)(?=[A-Za-z0-9-]*[A-Za-z])[A-Za-z0-9]+(?:-[A-Za-z0-9]+)+{_Z}|{_A}[A-Z]{{1,3}}\d{{2,}}{_Z}")
 """A fault code, part number, model or asset tag as plant documents write them: letters and digits
-joined by hyphens ("E-104", "HP-4471-B", "L3-FIL-01"), or a short capital prefix and digits
-("Q34", "P21"). Bounded by non-alphanumerics rather than word boundaries, so a code written
-against Chinese ("E-104报警", "SMT-2线") is found as in English text."""
+joined by hyphens ("F-311", "HX-2201-C", "L3-PMP-02"), or a short capital prefix and digits
+("Q18", "P09"). Bounded by non-alphanumerics rather than word boundaries, so a code written
+against Chinese ("F-311报警", "WL-2线") is found as in English text."""
 
 
 def identifiers(text: str) -> list[str]:
@@ -194,16 +194,16 @@ def identifiers(text: str) -> list[str]:
 
 
 LINE_MENTION = re.compile(r"\bline\s*(\d{1,2})(?!\d)|(\d{1,2})\s*号?\s*线|\bL(\d{1,2})-", re.IGNORECASE)
-"""How text names a numbered production line: 'Line 3', '3 线', '3号线', or an asset tag 'L3-FIL-01'."""
+"""How text names a numbered production line: 'Line 3', '3 线', '3号线', or an asset tag 'L3-PMP-02'."""
 
 
 def mentioned_lines(text: str) -> list[str]:
-    """The line numbers ``text`` names, in order, each once ('Line 3 and L2-CAP-01' -> ['3', '2'])."""
+    """The line numbers ``text`` names, in order, each once ('Line 3 and L2-BFL-01' -> ['3', '2'])."""
     return list(dict.fromkeys("".join(m) for m in LINE_MENTION.findall(text)))
 
 
 def normalise_line(value: str) -> str:
-    """'Line 3', 'line3', 'L3' and '3' all name line 3; other names ('SMT-1') are compared casefolded."""
+    """'Line 3', 'line3', 'L3' and '3' all name line 3; other names ('WL-1') are compared casefolded."""
     v = value.strip().lower().replace(" ", "")
     for prefix in ("line", "l"):
         if v.startswith(prefix) and v[len(prefix) :].isdigit():

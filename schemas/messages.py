@@ -153,7 +153,7 @@ class RetrieveReply(_Msg, tag="retrieve.reply.v1", frozen=True, kw_only=True):
     nowhere in the knowledge base, it is about something the plant's documents do not cover."""
     unknown_lines: list[str] = []
     """Those of ``unknown_terms`` that name a production line the plant does not have ("Line 4",
-    "SMT-3" where the plant's tables know SMT-1 and SMT-2)."""
+    "WL-3" where the plant's tables know WL-1 and WL-2)."""
     best_score: float | None = None
     """The highest cosine similarity between the whole question and the passages of its own
     search: what the fallback threshold compares (for a multi-part question, passages found for one

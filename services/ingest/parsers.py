@@ -43,7 +43,7 @@ _SENTENCE_END = ("。", "！", "？", "：", ":", "；")
 def unwrap(text: str, *, width: int | None = None) -> str:
     """Join the lines a writer's editor wrapped back into the sentences and list items they are.
 
-    "Temporary glue setpoint raised from 160 °C to" / "165 °C" is one statement: split over two
+    "Temporary glue setpoint raised from 172 °C to" / "178 °C" is one statement: split over two
     lines, the line a question matches loses its value. A line starts a new one when it is
     blank or after a blank, a list item, a heading, a table row or a rule, or when the line
     before ends a Chinese sentence or a label. ``width``: for plain text, only a line at least

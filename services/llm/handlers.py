@@ -195,7 +195,7 @@ def second_evidence(question: str, quoted: str, others: Sequence[Passage]) -> tu
     """The line of another passage that states what the quoted lines leave out, or None.
 
     "How often does QA normally check the torque, and what interval applies on Line 3 from
-    2026-12-01?" has its answer in a work instruction and in a notice: the best passage's lines
+    2026-06-09?" has its answer in a work instruction and in a notice: the best passage's lines
     answer one half. A line of another passage among ``others`` (the rest of the prompt's
     passages, best first) is quoted too when it has at least ``SECOND_MIN_TERMS`` question words
     the quoted lines do not have. Returns its index in ``others`` and the line.
@@ -213,9 +213,9 @@ def second_evidence(question: str, quoted: str, others: Sequence[Passage]) -> tu
 def linked_evidence(question: str, quoted: str, others: Sequence[Passage]) -> tuple[int, str] | None:
     """The line of another passage about the code or part number the quoted lines found, or None.
 
-    "Line 3 stopped on 2026-10-03: what does the fault code mean, and what does the fault table
-    say to do?" The quoted log row names E-104 on the LX-300; the fault table's row for E-104 on
-    the LX-300 is the rest of the answer. A line of ``others`` (the prompt's other passages, best
+    "Line 3 stopped on 2026-05-14: what does the fault code mean, and what does the fault table
+    say to do?" The quoted log row names F-311 on the TR-55; the fault table's row for F-311 on
+    the TR-55 is the rest of the answer. A line of ``others`` (the prompt's other passages, best
     first) is quoted when it names a code or part number that the quoted lines name and the
     question does not, and has a question word the quoted lines lack; the one with the most such
     names and words. Returns its index in ``others`` and the line.
@@ -243,7 +243,7 @@ QUOTE_CHARS = 400
 """A quote stays readable on a handheld: a table row or two, not a page.
 
 Quoted lines follow the model's answer because a 0.5B model often paraphrases ("overloaded" for
-"drive overload") or takes a value from the neighbouring row: they let the technician check the
+"motor overload") or takes a value from the neighbouring row: they let the technician check the
 value against the document's own words."""
 
 

@@ -6,7 +6,7 @@ import os
 
 # FAISS's OpenMP threads spin for a while after each parallel region (libgomp: 300,000 rounds);
 # on a 2-core box that spin steals the cores llama.cpp is about to use for the answer. A short
-# spin (10,000 rounds, a few microseconds) keeps search fast without that (bench/retrieval_100k.py).
+# spin (ten thousand rounds, a few microseconds) keeps search fast without that (bench/retrieval_100k.py).
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import time

@@ -286,11 +286,16 @@ class Index:
 
     def line_names(self) -> list[str]:
         """The production lines the plant's tables name in their line column (``Chunk.line``):
-        the plant's own line inventory, learned at ingest. Cached until the index changes."""
+        the plant's own line inventory, learned at ingest. Cached until the index changes.
+
+        Only names with a letter in them count ("WL-2", "Line 2", "2号线"): a bare "2" in a line
+        column is a line number, which questions and documents write as "Line 2" and which the
+        numbered-line rules already read; as a name it would match every "2" in a question."""
         with self._lock:
             if self._lines is None:
                 rows = self._db.execute("SELECT DISTINCT line FROM chunks WHERE line IS NOT NULL AND line != ''").fetchall()
-                self._lines = sorted({r[0].strip() for r in rows if r[0].strip()}, key=len, reverse=True)
+                names = {r[0].strip() for r in rows if any(ch.isalpha() for ch in r[0])}
+                self._lines = sorted(names, key=len, reverse=True)
             return self._lines
 
     def documents(self) -> list[tuple[str, str, int, float]]:

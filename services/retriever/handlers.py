@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,16 +36,6 @@ _LINE_EN = re.compile(r"\bline\s*(\d{1,2})\b", re.IGNORECASE)
 _LINE_ZH = re.compile(r"(\d{1,2})\s*号?\s*线")
 
 
-_ANSWER_WORDS = ((re.compile(r"\bhow often\b", re.IGNORECASE), ("frequency", "interval", "every")),)
-
-
-def answer_words(question: str) -> list[str]:
-    """Words the answer's passage uses for what the question asks by a question phrase: "how
-    often" is answered by a "Frequency" section or an "every 60 minutes" line, not by the words
-    "how often" (which are stopwords). Added to the BM25 query."""
-    return [w for pattern, words in _ANSWER_WORDS if pattern.search(question) for w in words]
-
-
 def content_words(question: str) -> list[str]:
     """The question's Latin words of 3+ letters that say what it is about: no stopwords, no codes
     (``identifiers`` checks those), no numbers; for the share of them no document contains."""
@@ -66,7 +57,7 @@ MIN_CLAUSE_CHARS = 9
 
 def clauses(question: str) -> list[str]:
     """The separate asks of a multi-part question ("What does it mean, and where is the spare kept?"),
-    each without the statements that set the scene ("Line 3 stopped on 2026-10-03."). One item
+    each without the statements that set the scene ("Line 3 stopped on 2026-05-14."). One item
     (or none) for a question that asks one thing."""
     out = []
     for part in _CLAUSE_SPLIT.split(question):
@@ -81,7 +72,7 @@ _ASSET_TAG = re.compile(r"L\d{1,2}-[A-Z]+-\d+")
 
 def followup_names(question: str, passages: Sequence[Passage]) -> list[str]:
     """Codes and part numbers that the best of ``passages`` naming any adds to the question: what
-    "the fault code" or "the spare part" of the question is. Asset tags (``L3-LAB-01``) are left
+    "the fault code" or "the spare part" of the question is. Asset tags (``L3-TRL-01``) are left
     out: they name one machine on one line, which reference documents (fault tables, storeroom
     lists) do not repeat."""
     named = {n.casefold() for n in identifiers(question)}
@@ -263,25 +254,43 @@ def exact_match(question: str, passage: Passage, known_lines: Sequence[str] = ()
 
 
 def names_a_line(text: str, known: Sequence[str] = ()) -> bool:
-    """True when ``text`` names any production line ('Line 2', '3 线', an asset tag 'L3-FIL-01', or
-    one of the ``known`` line names the plant's tables use, such as 'SMT-1')."""
-    return bool(LINE_MENTION.search(text)) or any(names(text, n) for n in known)
+    """True when ``text`` names any production line ('Line 2', '3 线', an asset tag 'L3-PMP-02', or
+    one of the ``known`` line names the plant's tables use, such as 'WL-1')."""
+    if LINE_MENTION.search(text):
+        return True
+    pattern = _names_pattern(tuple(known))
+    return pattern is not None and pattern.search(text) is not None
+
+
+@functools.lru_cache(maxsize=8)
+def _names_pattern(known: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One regex for all of a plant's line names (the inventory changes only with the documents):
+    a search runs it on every candidate passage."""
+    if not known:
+        return None
+    alternatives = "|".join(re.escape(n) for n in sorted(known, key=len, reverse=True))
+    return re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.IGNORECASE)
 
 
 def names(text: str, name: str) -> bool:
-    """True when ``text`` contains ``name`` as a whole name: 'SMT-1' is in 'SMT-1线' and 'on SMT-1,'
-    but not in 'SMT-10' (case-insensitive)."""
-    return re.search(rf"(?<![A-Za-z0-9]){re.escape(name)}(?![A-Za-z0-9])", text, re.IGNORECASE) is not None
+    """True when ``text`` contains ``name`` as a whole name: 'WL-1' is in 'WL-1线' and 'on WL-1,'
+    but not in 'WL-10' (case-insensitive)."""
+    pattern = _names_pattern((name,))
+    return pattern is not None and pattern.search(text) is not None
 
 
 def named_lines(question: str, known: Sequence[str]) -> list[str]:
     """The plant's own line names (``known``: learned from its tables' line columns) that ``question`` names."""
-    return [n for n in known if names(question, n)]
+    pattern = _names_pattern(tuple(known))
+    if pattern is None:
+        return []
+    found = {m.group(0).casefold() for m in pattern.finditer(question)}
+    return [n for n in known if n.casefold() in found]
 
 
 def unknown_line_names(question: str, known: Sequence[str]) -> list[str]:
     """Names in ``question`` shaped like the plant's line names but not one of them: with lines
-    'SMT-1' and 'SMT-2' known, 'SMT-3' is a line the plant does not have. A family is the name's
+    'WL-1' and 'WL-2' known, 'WL-3' is a line the plant does not have. A family is the name's
     letters before its number; only families of names with a number are compared."""
     families = {m.group(1).casefold() for n in known if (m := _FAMILY.fullmatch(n.strip()))}
     knownset = {n.casefold() for n in known}
@@ -312,7 +321,7 @@ def exact_counts(
     if not groups:
         return {}
     line_groups = len(line_mentions(question))  # exact_groups puts them last
-    asked = named_lines(question, known_lines)  # named lines are codes among the groups: "SMT-1"
+    asked = named_lines(question, known_lines)  # named lines are codes among the groups: "WL-1"
     out = {}
     for p in passages:
         blob = f"{p.title}\n{p.text}".casefold()
@@ -331,13 +340,13 @@ _DATED_RECORD = re.compile(r"(?:^|[;\n])\s*[^:;\n]{0,24}(?:date|日期)[^:;\n]{0
 
 
 def asks_about_an_event(question: str, today: dt.date | None = None) -> bool:
-    """True when a question is about something that happened: it names a date ("on 2026-10-03",
+    """True when a question is about something that happened: it names a date ("on 2026-05-14",
     "last month") or asks why or when ("Why did Line 3 stop?")."""
     return bool(date_strings(question, today)) or bool(_EVENT.search(question))
 
 
 def is_dated_record(p: Passage) -> bool:
-    """True for a row of a log: a table row with a date column ("date: 2026-10-03; line: ...")."""
+    """True for a row of a log: a table row with a date column ("date: 2026-05-14; line: ...")."""
     return bool(_DATED_RECORD.search(p.text))
 
 
@@ -345,8 +354,8 @@ def record_preference(question: str, passages: Sequence[Passage], today: dt.date
     """Which kind of document answers this question, for passages that name the same exact things.
 
     A log row records what happened; a manual or a fault table says what a thing is and how to
-    deal with it. "Why did Line 3 stop on 2026-10-03?" wants the log row of that day; "What
-    does E-104 mean on the filler?" wants the fault table, not the log rows where E-104 was
+    deal with it. "Why did Line 3 stop on 2026-05-14?" wants the log row of that day; "What
+    does F-311 mean on the filler?" wants the fault table, not the log rows where F-311 was
     once logged. Chunk id to 1 (preferred), 0 or -1.
     """
     event = asks_about_an_event(question, today)

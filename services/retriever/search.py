@@ -14,7 +14,6 @@ from schemas.messages import Passage
 from services.retriever.adapters import Index
 from services.retriever.handlers import (
     Filters,
-    answer_words,
     clauses,
     content_words,
     date_strings,
@@ -84,9 +83,7 @@ def hybrid_search(
         pool *= FILTERED_POOL_FACTOR
     with index.consistent():
         vec_ids = index.vector_ranking(vector, pool)
-        lex_ids = index.lexical_ranking(
-            fts_query(index.informative(lexical_terms(question) + answer_words(question), MAX_TERM_SHARE, MAX_TERM_DF)), pool
-        )
+        lex_ids = index.lexical_ranking(fts_query(index.informative(lexical_terms(question), MAX_TERM_SHARE, MAX_TERM_DF)), pool)
         # Passages with every exact thing the question names (the code AND the machine AND the
         # date): FTS5 intersects the lists, so a common group costs little. When no passage has
         # them all, passages with any of the informative ones.
@@ -165,7 +162,7 @@ def search(
     goes in right after the question's best passage, so every ask has its source in the ``k``.
 
     An ask that refers to a code or part it does not name searches for the codes and part numbers
-    the question's best passages name: "Line 3 stopped on 2026-10-03; what does the fault code
+    the question's best passages name: "Line 3 stopped on 2026-05-14; what does the fault code
     logged mean, and what does the fault table say to do?" finds the log row, then the fault
     table's row of the code in it, as a technician would look it up. A passage an ask claimed
     carries that ask (``Passage.ask``). Passages are scored against the whole question; unknown
@@ -180,7 +177,7 @@ def search(
     # An ask that names no code of its own ("what does it mean", "where is the spare kept") is
     # about what the question's best passages name: it follows those names to the passages that
     # define them (a log row's code to its fault-table row, a part number to its bin).
-    # An ask that follows names is that ask about them ("where is the spare part kept (NV-PX-12)"):
+    # An ask that follows names is that ask about them ("where is the spare part kept (HX-2201-C)"):
     # the LLM service picks the lines of its passage by it.
     followed = [bool(names) and not identifiers(ask) for ask in asks]
     found = [
@@ -190,7 +187,7 @@ def search(
     asks = [f"{ask} ({', '.join(names)})" if follow else ask for ask, follow in zip(asks, followed, strict=True)]
     # Each ask claims a passage of its own: its best, or its second when another ask claimed the
     # best. Asks whose best passage has every code and date they name claim first: "what interval
-    # applies on Line 3 from 2026-12-01" owns the notice of those dates, so "how often does QA
+    # applies on Line 3 from 2026-06-09" owns the notice of those dates, so "how often does QA
     # normally check" takes its second, the work instruction's frequency section.
     chosen = [main.passages[0].chunk_id]
     claimed: dict[int, str] = {}

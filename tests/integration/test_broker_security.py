@@ -265,7 +265,7 @@ def test_a_device_asking_on_the_shared_topic_is_told_it_may_not(box):
     a, gateway = device(box, "hmi-a"), service(box, "gateway")
     for flt in topics.ASK_FILTERS:
         gateway.subscribe(flt)
-    assert a.publish(topics.ASK, b'{"question": "E-104?"}') == "Not authorized"
+    assert a.publish(topics.ASK, b'{"question": "F-311?"}') == "Not authorized"
     assert gateway.nothing(), "the shared ask topic reached the gateway from a device"
-    assert a.publish(topics.ask_device("hmi-a"), b'{"question": "E-104?"}') == "Success"
-    assert gateway.received() == [b'{"question": "E-104?"}']
+    assert a.publish(topics.ask_device("hmi-a"), b'{"question": "F-311?"}') == "Success"
+    assert gateway.received() == [b'{"question": "F-311?"}']

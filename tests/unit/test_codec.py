@@ -11,7 +11,7 @@ from schemas.messages import MAX_QUESTION_CHARS, Answer, ErrorInfo, Source
 
 
 def test_plain_text_is_the_question():
-    assert decode_ask(b"  What does E-104 mean?\n").question == "What does E-104 mean?"
+    assert decode_ask(b"  What does F-311 mean?\n").question == "What does F-311 mean?"
 
 
 def test_json_object_with_all_fields():
@@ -24,7 +24,7 @@ def test_unknown_json_fields_are_ignored():
 
 
 def test_msgpack_request():
-    req = decode_ask(msgspec.msgpack.encode({"question": "3号线 E-104 是什么意思", "request_id": "7"}), codec.MSGPACK)
+    req = decode_ask(msgspec.msgpack.encode({"question": "3号线 F-311 是什么意思", "request_id": "7"}), codec.MSGPACK)
     assert req.question.startswith("3号线")
     assert req.request_id == "7"
 
@@ -86,7 +86,7 @@ def test_answer_is_json_or_msgpack_by_request():
     ans = Answer(
         request_id="r",
         status="answered",
-        answer="45 N·m [1]",
+        answer="62 N·m [1]",
         sources=[Source(doc="m.pdf", locator="page 4", score=0.7, snippet="s")],
         model="m",
         latency_ms=1.0,
@@ -94,7 +94,7 @@ def test_answer_is_json_or_msgpack_by_request():
     as_json = json.loads(encode_answer(ans, msgpack=False))
     assert as_json["sources"][0]["locator"] == "page 4"
     assert "error" not in as_json
-    assert msgspec.msgpack.decode(encode_answer(ans, msgpack=True))["answer"] == "45 N·m [1]"
+    assert msgspec.msgpack.decode(encode_answer(ans, msgpack=True))["answer"] == "62 N·m [1]"
 
 
 def test_rejected_answer_carries_error():

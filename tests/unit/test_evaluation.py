@@ -2,11 +2,11 @@
 
 from lineside.evaluation import judge, normalise, summary
 
-Q = {"id": "q1", "answerable": True, "expected_sources": ["m.pdf"], "must_contain": ["45 N·m", "M10"]}
+Q = {"id": "q1", "answerable": True, "expected_sources": ["m.pdf"], "must_contain": ["62 N·m", "M10"]}
 OOS = {"id": "q2", "answerable": False, "expected_sources": [], "must_contain": []}
 
 
-def _ans(status="answered", text="Torque 45 N·m on M10 bolts.", docs=("m.pdf",)):
+def _ans(status="answered", text="Torque 62 N·m on M10 bolts.", docs=("m.pdf",)):
     return {"status": status, "answer": text, "sources": [{"doc": d} for d in docs]}
 
 
@@ -20,7 +20,7 @@ def test_answer_passes_with_source_and_facts():
 
 
 def test_missing_fact_or_wrong_source_fails():
-    assert judge(Q, _ans(text="Torque 45 N·m."))["missing"] == ["M10"]
+    assert judge(Q, _ans(text="Torque 62 N·m."))["missing"] == ["M10"]
     v = judge(Q, _ans(docs=("other.pdf", "x.pdf")))
     assert not v["passed"]
     assert v["rank"] is None

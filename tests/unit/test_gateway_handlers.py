@@ -32,26 +32,26 @@ def test_request_id_prefers_field_then_correlation_data():
 
 
 def test_language_from_text_or_field():
-    assert h.language(AskRequest(question="3号线 E-104 是什么意思")) == "zh"
-    assert h.language(AskRequest(question="What is E-104?")) == "en"
-    assert h.language(AskRequest(question="What is E-104?", lang="zh-CN")) == "zh"
+    assert h.language(AskRequest(question="3号线 F-311 是什么意思")) == "zh"
+    assert h.language(AskRequest(question="What is F-311?")) == "en"
+    assert h.language(AskRequest(question="What is F-311?", lang="zh-CN")) == "zh"
 
 
 def test_citations_are_parsed_in_all_common_forms():
-    assert h.cited("45 N·m [2]. Also [1, 3] and 【2】 [9]", 3) == [2, 1, 3]
+    assert h.cited("62 N·m [2]. Also [1, 3] and 【2】 [9]", 3) == [2, 1, 3]
     assert h.cited("no citations", 3) == []
 
 
 def test_sources_are_the_cited_passages_renumbered():
-    ans = h.compose("r1", "Torque is 45 N·m [3]. Bolts M10 [1].", [_p(1), _p(2), _p(3, doc="other.pdf")], "m", 12.0)
+    ans = h.compose("r1", "Torque is 62 N·m [3]. Bolts M10 [1].", [_p(1), _p(2), _p(3, doc="other.pdf")], "m", 12.0)
     assert ans.status == "answered"
     assert [s.doc for s in ans.sources] == ["other.pdf", "m.pdf"]
-    assert ans.answer == "Torque is 45 N·m [1]. Bolts M10 [2]."
+    assert ans.answer == "Torque is 62 N·m [1]. Bolts M10 [2]."
     assert ans.sources[0].locator == "page 3"
 
 
 def test_uncited_answer_lists_every_given_passage():
-    ans = h.compose("r1", "Torque is 45 N·m.", [_p(1), _p(2)], "m", 1.0)
+    ans = h.compose("r1", "Torque is 62 N·m.", [_p(1), _p(2)], "m", 1.0)
     assert [s.locator for s in ans.sources] == ["page 1", "page 2"]
 
 
@@ -158,11 +158,11 @@ def test_unavailable_answer_lists_the_passages_found_as_sources():
 def test_quotes_travel_as_evidence_with_their_source_numbers_not_in_the_answer():
     passages = [_p(1), _p(2, doc="notice.txt"), _p(3, doc="store.md")]
     line = "See note [2]. Sensor B4 does not provide a signal."
-    ans = h.compose("r1", "Torque is 45 N·m [1].", passages, "m", 1.0, quotes=[(2, line)])
-    assert ans.answer == "Torque is 45 N·m [1]."  # the model's words alone: an HMI field shows a clean sentence
+    ans = h.compose("r1", "Torque is 62 N·m [1].", passages, "m", 1.0, quotes=[(2, line)])
+    assert ans.answer == "Torque is 62 N·m [1]."  # the model's words alone: an HMI field shows a clean sentence
     assert [s.doc for s in ans.sources] == ["m.pdf", "store.md"]  # quoted, though the answer names nothing of it
     assert [(e.source, e.text) for e in ans.evidence] == [(2, line)]  # as the document writes it, "[2]" included
-    assert not h.says_unknown("Torque is 45 N·m.")  # the gateway checks the model's words only
+    assert not h.says_unknown("Torque is 62 N·m.")  # the gateway checks the model's words only
     # An answer without quotes carries no evidence field at all (old devices see the v1 fields).
     assert b'"evidence"' not in codec.encode_answer(h.compose("r2", "x [1]", passages, "m", 1.0), msgpack=False)
 

@@ -36,17 +36,17 @@ def test_vector_search_finds_the_nearest_chunk(index):
 
 
 def test_replace_swaps_versions_and_delete_removes_everything(index):
-    index.replace("a.csv", "a", "v1", _chunks("old E-104 text"), _vecs(1, 1))
-    index.replace("a.csv", "a", "v2", _chunks("new E-104 text", "more"), _vecs(2, 2))
+    index.replace("a.csv", "a", "v1", _chunks("old F-311 text"), _vecs(1, 1))
+    index.replace("a.csv", "a", "v2", _chunks("new F-311 text", "more"), _vecs(2, 2))
     assert index.version_of("a.csv") == "v2"
     assert len(index) == 2
     assert [r[0] for r in index.documents()] == ["a.csv"]
-    assert not index.contains("old E-104")
-    assert index.contains("new E-104")
+    assert not index.contains("old F-311")
+    assert index.contains("new F-311")
     assert index.delete("a.csv")
     assert len(index) == 0
     assert index.documents() == []
-    assert not index.contains("E-104")
+    assert not index.contains("F-311")
     assert not index.delete("a.csv")
 
 
@@ -64,14 +64,14 @@ def test_index_survives_restart_and_rebuilds_lost_vectors(tmp_path):
 
 def test_exact_code_and_machine_rank_their_row_first(index):
     texts = [
-        "Code: E-104; Machine: LX-300 Labeler; Description: Label web break",
-        "Code: E-104; Machine: RF-40 Filler; Description: Fill valve position feedback timeout",
-        "Code: E-110; Machine: RF-40 Filler; Description: Main drive inverter fault",
+        "Code: F-311; Machine: TR-55 Labeler; Description: Label sensor blocked",
+        "Code: F-311; Machine: VX-90 Filler; Description: Fill valve position feedback timeout",
+        "Code: E-110; Machine: VX-90 Filler; Description: Main drive inverter fault",
     ]
     vecs = _vecs(3, 4)
     index.replace("faults.xlsx", "f", "v1", _chunks(*texts), vecs)
     # The query vector resembles the wrong row: exact terms must still win.
-    found = hybrid_search(index, vecs[2], "What does E-104 mean on the RF-40 filler?", 3, 10)
+    found = hybrid_search(index, vecs[2], "What does F-311 mean on the VX-90 filler?", 3, 10)
     hits, unknown = found.passages, found.unknown_terms
     assert "feedback timeout" in hits[0].text
     assert unknown == []
@@ -99,9 +99,9 @@ def test_chinese_question_finds_chinese_passage_lexically(index):
 
 
 def test_words_in_most_chunks_are_left_out_of_the_bm25_query(index):
-    texts = [f"line 3 fault row {i}" for i in range(9)] + ["line 3 fault E-104 web break"]
+    texts = [f"line 3 fault row {i}" for i in range(9)] + ["line 3 fault F-311 sensor blocked"]
     index.replace("log.csv", "l", "v", _chunks(*texts), _vecs(10, 13))
-    assert index.informative(["line", "fault", "E-104", "web"], 0.2) == ["E-104", "web"]
+    assert index.informative(["line", "fault", "F-311", "sensor"], 0.2) == ["F-311", "sensor"]
     assert index.informative(["line", "fault"], 0.2) in (["line"], ["fault"])  # the rarest stays
 
 
@@ -110,7 +110,7 @@ def _log(n_days: int) -> list[str]:
     import datetime as dt
 
     start = dt.date(2026, 9, 1)
-    return [f"date: {start + dt.timedelta(days=i)}; line: Line 3; machine: CP-12 capper; cause: cap jam" for i in range(n_days)]
+    return [f"date: {start + dt.timedelta(days=i)}; line: Line 3; machine: BF-8 capper; cause: cap jam" for i in range(n_days)]
 
 
 def test_relative_dates_rank_the_log_rows_of_that_day_or_month_first(index):
@@ -133,16 +133,16 @@ def test_relative_dates_rank_the_log_rows_of_that_day_or_month_first(index):
 
 
 def test_machine_and_document_type_filters(index):
-    index.replace("faults.xlsx", "f", "v", _chunks("Code: E-104; Machine: LX-300 Labeler; web break"), _vecs(1, 16))
-    index.replace("manual.pdf", "m", "v", _chunks("RF-40 filler: E-104 fill valve feedback timeout"), _vecs(1, 17))
+    index.replace("faults.xlsx", "f", "v", _chunks("Code: F-311; Machine: TR-55 Labeler; sensor blocked"), _vecs(1, 16))
+    index.replace("manual.pdf", "m", "v", _chunks("VX-90 filler: F-311 fill valve feedback timeout"), _vecs(1, 17))
     q = _vecs(1, 18)[0]
     from services.retriever.handlers import Filters
 
-    by_machine = hybrid_search(index, q, "What does E-104 mean?", 5, 10, filters=Filters(machine="rf-40")).passages
+    by_machine = hybrid_search(index, q, "What does F-311 mean?", 5, 10, filters=Filters(machine="vx-90")).passages
     assert [p.doc for p in by_machine] == ["manual.pdf"]
-    by_type = hybrid_search(index, q, "What does E-104 mean?", 5, 10, filters=Filters(doc_type="spreadsheet")).passages
+    by_type = hybrid_search(index, q, "What does F-311 mean?", 5, 10, filters=Filters(doc_type="spreadsheet")).passages
     assert [p.doc for p in by_type] == ["faults.xlsx"]
-    assert hybrid_search(index, q, "What does E-104 mean?", 5, 10, filters=Filters(doc_type="word")).passages == []
+    assert hybrid_search(index, q, "What does F-311 mean?", 5, 10, filters=Filters(doc_type="word")).passages == []
 
 
 def test_an_index_saved_by_an_older_version_is_rebuilt_in_the_current_type(tmp_path):
@@ -164,53 +164,53 @@ def test_an_index_saved_by_an_older_version_is_rebuilt_in_the_current_type(tmp_p
 
 
 def test_an_ask_about_the_logged_code_finds_the_code_s_row_in_the_fault_table(index):
-    # "Line 3 stopped on 2026-10-03: what does the fault code mean, and what does the fault table
+    # "Line 3 stopped on 2026-05-14: what does the fault code mean, and what does the fault table
     # say to do?" The log row names the code; the fault table's row of that code on that machine
     # must be among the passages too, though the question never names the code.
     log = [
-        "date: 2026-10-03; line: Line 3; machine: LX-300 Labeler; asset_tag: L3-LAB-01; fault_code: E-104; cause: web tore",
-        "date: 2026-10-04; line: Line 2; machine: RF-40 Filler; asset_tag: L2-FIL-01; fault_code: E-110; cause: inverter",
+        "date: 2026-05-14; line: Line 3; machine: TR-55 Labeler; asset_tag: L3-TRL-01; fault_code: F-311; cause: web tore",
+        "date: 2026-10-04; line: Line 2; machine: VX-90 Filler; asset_tag: L2-PMP-01; fault_code: E-110; cause: inverter",
     ]
     faults = [
-        "Code: E-104; Machine: RF-40 Filler; Description: Fill valve position feedback timeout; Corrective Action: set gap",
-        "Code: E-104; Machine: LX-300 Labeler; Description: Label web break; Corrective Action: set web tension to 18 N",
-        "Code: E-110; Machine: RF-40 Filler; Description: Main drive inverter fault; Corrective Action: reset inverter",
+        "Code: F-311; Machine: VX-90 Filler; Description: Fill valve position feedback timeout; Corrective Action: set gap",
+        "Code: F-311; Machine: TR-55 Labeler; Description: Label sensor blocked; Corrective Action: set web tension to 18 N",
+        "Code: E-110; Machine: VX-90 Filler; Description: Main drive inverter fault; Corrective Action: reset inverter",
     ]
     index.replace("log.csv", "l", "v", _chunks(*log), _vecs(2, 20))
     index.replace("faults.xlsx", "f", "v", _chunks(*faults), _vecs(3, 21))
     question = (
-        "Line 3 stopped on 2026-10-03. What does the fault code logged for that stop mean, "
+        "Line 3 stopped on 2026-05-14. What does the fault code logged for that stop mean, "
         "and what corrective action does the fault code table give?"
     )
     vectors = {}
     found = search(index, lambda text: vectors.setdefault(text, _vecs(1, len(vectors) + 30)[0]), question, 2, 10)
-    assert "2026-10-03" in found.passages[0].text
+    assert "2026-05-14" in found.passages[0].text
     assert "18 N" in found.passages[1].text
-    assert found.passages[1].ask.endswith("(LX-300, E-104)")  # the ask that found it, with the code it follows
+    assert found.passages[1].ask.endswith("(TR-55, F-311)")  # the ask that found it, with the code it follows
     assert found.exact_match
 
 
 def test_a_question_that_asks_one_thing_is_searched_once(index):
-    index.replace("faults.xlsx", "f", "v", _chunks("Code: E-104; Machine: LX-300 Labeler; Description: Label web break"), _vecs(1, 22))
+    index.replace("faults.xlsx", "f", "v", _chunks("Code: F-311; Machine: TR-55 Labeler; Description: Label sensor blocked"), _vecs(1, 22))
     asked = []
-    found = search(index, lambda text: asked.append(text) or _vecs(1, 23)[0], "What does E-104 mean on the labeler?", 3, 10)
-    assert asked == ["What does E-104 mean on the labeler?"]
-    assert "web break" in found.passages[0].text
+    found = search(index, lambda text: asked.append(text) or _vecs(1, 23)[0], "What does F-311 mean on the labeler?", 3, 10)
+    assert asked == ["What does F-311 mean on the labeler?"]
+    assert "sensor blocked" in found.passages[0].text
 
 
 def test_each_ask_of_a_two_part_question_brings_its_own_source(index):
-    # The notice answers "what interval applies on Line 3 from 2026-12-01" and also resembles the
+    # The notice answers "what interval applies on Line 3 from 2026-06-09" and also resembles the
     # first ask most; the work instruction's frequency section must still be among the passages.
-    notice = "From 2026-12-01 to 2026-12-15 QA checks the cap removal torque on Line 3 every 30 minutes."
+    notice = "From 2026-06-09 to 2026-12-15 QA checks the cap removal torque on Line 3 every 30 minutes."
     texts = [
-        "4 Frequency. During production: every 60 minutes, one bottle from each capping head.",
+        "4 Frequency. During production: every 90 minutes, one bottle from each capping head.",
         "3 Equipment. Digital cap torque tester, range 0 to 10 N·m.",
         "1 Purpose. How QA technicians check the removal torque of screw caps.",
     ]
     index.replace("notice.txt", "n", "v", _chunks(notice), _vecs(1, 40))
     index.replace("qwi.docx", "q", "v", _chunks(*texts), _vecs(3, 41))
     first_ask = "How often does QA normally check cap removal torque during production"
-    question = f"{first_ask}, and what interval applies on Line 3 from 2026-12-01 to 2026-12-15?"
+    question = f"{first_ask}, and what interval applies on Line 3 from 2026-06-09 to 2026-12-15?"
     stored = {t: np.frombuffer(v, dtype=np.float32) for t, v in index._db.execute("SELECT text, embedding FROM chunks")}
 
     def embed(text: str) -> np.ndarray:
@@ -224,7 +224,7 @@ def test_each_ask_of_a_two_part_question_brings_its_own_source(index):
     assert "30 minutes" in found.passages[0].text
     assert found.passages[0].ask == ""  # the dated ask found it too, but it serves the whole question
     assert found.best_score == hybrid_search(index, embed(question), question, 2, 10).best_score  # what fallback compares
-    assert "every 60 minutes" in found.passages[1].text
+    assert "every 90 minutes" in found.passages[1].text
     assert found.passages[1].ask == first_ask  # the LLM service quotes it for that ask
 
 
@@ -254,14 +254,14 @@ def test_an_index_built_with_another_embedding_model_re_embeds_its_chunks(tmp_pa
 
 def test_the_plant_s_lines_are_learned_from_its_tables(tmp_path):
     idx = Index(tmp_path / "index")
-    rows = [
-        Chunk(locator=f"row {i}", title="log.csv", text=f"line: {ln}; code: E-1{i}", line=ln) for i, ln in enumerate(["SMT-1", "SMT-2"])
-    ]
+    rows = [Chunk(locator=f"row {i}", title="log.csv", text=f"line: {ln}; code: E-1{i}", line=ln) for i, ln in enumerate(["WL-1", "WL-2"])]
     idx.replace("log.csv", "log", "v1", rows, _vecs(2, 29))
+    # A line column holding bare numbers names no line of its own: "2" would match every 2 asked.
+    idx.replace("counts.csv", "c", "v1", [Chunk(locator="row 2", title="counts.csv", text="line: 2; count: 2", line="2")], _vecs(1, 30))
     try:
-        assert sorted(idx.line_names()) == ["SMT-1", "SMT-2"]
-        found = hybrid_search(idx, _vecs(1, 31)[0], "What stopped SMT-3 yesterday?", 2, 10)
-        assert found.unknown_lines == ["SMT-3"]
-        assert "SMT-3" in found.unknown_terms
+        assert sorted(idx.line_names()) == ["WL-1", "WL-2"]
+        found = hybrid_search(idx, _vecs(1, 31)[0], "What stopped WL-3 yesterday?", 2, 10)
+        assert found.unknown_lines == ["WL-3"]
+        assert "WL-3" in found.unknown_terms
     finally:
         idx.close()

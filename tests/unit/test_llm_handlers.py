@@ -16,7 +16,7 @@ def _p(text: str, i: int = 1) -> Passage:
 TABLE = "\n".join(
     [
         "3.2 Tightening torques",
-        "Joint: Drive unit to conveyor frame; Thread: M10; Tightening torque: 45 N·m",
+        "Joint: Drive unit to conveyor frame; Thread: M10; Tightening torque: 62 N·m",
         "Joint: Motor to gearbox flange; Thread: M8; Tightening torque: 25 N·m",
         "Joint: Gearbox torque arm bolt; Thread: M12; Tightening torque: 79 N·m",
         "Joint: Bearing flange housing; Thread: M10; Tightening torque: 35 N·m",
@@ -27,7 +27,7 @@ TABLE = "\n".join(
 
 def test_focus_keeps_the_matching_rows_in_order():
     out = h.focus("Torque for the bolts of the drive unit to the conveyor frame?", TABLE, keep=2)
-    assert "45 N·m" in out
+    assert "62 N·m" in out
     assert len(out.splitlines()) == 2
     assert TABLE.index(out.splitlines()[0]) < TABLE.index(out.splitlines()[1])
 
@@ -100,7 +100,7 @@ def test_the_quote_is_the_source_lines_as_written_without_citation_marks():
 
 
 def test_packing_leaves_out_a_passage_already_contained_in_one_that_went_in():
-    row = "Code: E-104; Machine: RF-40; Description: valve position feedback timeout"
+    row = "Code: F-311; Machine: VX-90; Description: valve position feedback timeout"
     line2 = "Line 2 changeover: star wheel bolts 12 N·m"
     line3 = "Line 3 changeover: star wheel bolts 14 N·m"
     passages = [_p(f"3 Faults\n{row}\nE-110 inverter", 1), _p(row.upper(), 2), _p(line2, 3), _p(line3, 4)]
@@ -109,31 +109,31 @@ def test_packing_leaves_out_a_passage_already_contained_in_one_that_went_in():
 
 
 def test_a_second_passage_is_quoted_when_it_answers_what_the_first_leaves_out():
-    notice = _p("During 2026-12-01 to 2026-12-15 QA checks the cap removal torque on Line 3 every 30 minutes.", 1)
-    qwi = _p("4 Frequency\nNormally QA checks removal torque once every 60 minutes during production.\nRecords go to the QA system.", 2)
+    notice = _p("During 2026-06-09 to 2026-12-15 QA checks the cap removal torque on Line 3 every 30 minutes.", 1)
+    qwi = _p("4 Frequency\nNormally QA checks removal torque once every 90 minutes during production.\nRecords go to the QA system.", 2)
     q = "How often does QA normally check cap removal torque during production, and what interval applies on Line 3?"
     quote = _extract(q, [notice, qwi])
     assert "30 minutes" in quote
-    assert "60 minutes" in quote
+    assert "90 minutes" in quote
     assert quote.endswith("[2]")
     # Nothing left to add: one quote only.
-    single = _extract("What interval applies on Line 3 from 2026-12-01?", [notice, qwi])
-    assert "60 minutes" not in single
+    single = _extract("What interval applies on Line 3 from 2026-06-09?", [notice, qwi])
+    assert "90 minutes" not in single
 
 
 def test_the_row_of_the_code_the_quoted_log_row_names_is_quoted_too():
-    log = _p("date: 2026-10-03; line: Line 3; machine: LX-300 Labeler; fault_code: E-104; action: re-threaded web", 1)
+    log = _p("date: 2026-05-14; line: Line 3; machine: TR-55 Labeler; fault_code: F-311; action: re-threaded web", 1)
     notice = _p("Splice tape OR-LX-ST-19 only, from 2026-11-01.", 2)
-    filler = _p("Code: E-104; Machine: RF-40 Filler; Description: valve feedback timeout; Corrective Action: set gap to 0.8 mm", 3)
-    labeler = _p("Code: E-104; Machine: LX-300 Labeler; Description: Label web break; Corrective Action: set web tension to 18 N", 4)
-    q = "Line 3 stopped on 2026-10-03. What does the fault code logged for that stop mean, and what corrective action applies?"
+    filler = _p("Code: F-311; Machine: VX-90 Filler; Description: valve feedback timeout; Corrective Action: set gap to 0.8 mm", 3)
+    labeler = _p("Code: F-311; Machine: TR-55 Labeler; Description: Label sensor blocked; Corrective Action: set web tension to 18 N", 4)
+    q = "Line 3 stopped on 2026-05-14. What does the fault code logged for that stop mean, and what corrective action applies?"
     quote = _extract(q, [log, notice, filler, labeler])
-    assert "2026-10-03" in quote
-    assert "18 N" in quote  # E-104 *and* LX-300, as the quoted row names them
+    assert "2026-05-14" in quote
+    assert "18 N" in quote  # F-311 *and* TR-55, as the quoted row names them
     assert "0.8 mm" not in quote
     assert quote.endswith("[4]")
     # The question names the code itself: nothing to follow.
-    assert "18 N" not in _extract("Why did Line 3 stop on 2026-10-03 with E-104?", [log, notice, filler, labeler])
+    assert "18 N" not in _extract("Why did Line 3 stop on 2026-05-14 with F-311?", [log, notice, filler, labeler])
 
 
 def test_a_quoted_passage_that_did_not_fit_the_prompt_is_cited_too():
@@ -145,36 +145,36 @@ def test_a_quoted_passage_that_did_not_fit_the_prompt_is_cited_too():
 
 
 def test_a_passage_found_for_one_ask_is_quoted_for_that_ask():
-    notice = _p("From 2026-12-01 to 2026-12-15 QA checks the cap removal torque on Line 3 every 30 minutes.", 1)
+    notice = _p("From 2026-06-09 to 2026-12-15 QA checks the cap removal torque on Line 3 every 30 minutes.", 1)
     ask = "How often does QA normally check cap removal torque during production"
     frequency = h.Passage(
         chunk_id=2,
         doc="qwi.docx",
         doc_id="q",
         locator="section 4",
-        text="At line start-up: 3 bottles per head.\nDuring production: every 60 minutes, one bottle per head.\nAfter a clutch change.",
+        text="At line start-up: 3 bottles per head.\nDuring production: every 90 minutes, one bottle per head.\nAfter a clutch change.",
         score=0.5,
         ask=ask,
     )
-    q = f"{ask}, and what interval applies on Line 3 from 2026-12-01 to 2026-12-15?"
+    q = f"{ask}, and what interval applies on Line 3 from 2026-06-09 to 2026-12-15?"
     quotes = h.evidence(q, [notice, frequency])
     assert quotes[0][0] == 0
     assert "30 minutes" in quotes[0][1]
-    assert quotes[1] == (1, "During production: every 60 minutes, one bottle per head.")
+    assert quotes[1] == (1, "During production: every 90 minutes, one bottle per head.")
 
 
 def test_an_ask_whose_passage_says_nothing_about_it_is_not_quoted():
-    best = _p("Code: E-104; Machine: LX-300; Corrective Action: set web tension to 18 N", 1)
+    best = _p("Code: F-311; Machine: TR-55; Corrective Action: set web tension to 18 N", 1)
     film = h.Passage(
         chunk_id=2, doc="store.md", doc_id="s", locator="s", text="Pallet wrapping film roll, bin C-01", score=0.3, ask="what is the gap"
     )
-    quotes = h.evidence("What does E-104 mean, and what is the gap?", [best, film])
+    quotes = h.evidence("What does F-311 mean, and what is the gap?", [best, film])
     assert [i for i, _ in quotes] == [0]
 
 
 def test_at_most_three_quotes():
     asks = [f"what is value {n}" for n in range(5)]
-    passages = [_p("Code: E-104; value 0 is 10 mm", 1)] + [
+    passages = [_p("Code: F-311; value 0 is 10 mm", 1)] + [
         h.Passage(chunk_id=n + 2, doc=f"d{n}", doc_id="d", locator="l", text=f"value {n} is {n} mm", score=0.5, ask=a)
         for n, a in enumerate(asks)
     ]
@@ -207,8 +207,8 @@ def test_the_prompt_asks_for_every_step_and_no_longer_for_one_or_two_sentences()
 
 
 def test_a_model_repeating_itself_is_stopped_and_the_repeats_dropped():
-    text = "1. **Stop**: the printer stops at E-104.\n2. **Check**: the wiper roll.\n3. **Stop**: the printer stops at E-104.\n"
+    text = "1. **Stop**: the printer stops at F-311.\n2. **Check**: the wiper roll.\n3. **Stop**: the printer stops at F-311.\n"
     assert h.looping(text)
     assert not h.looping("1. Stop the printer.\n2. Check the wiper roll.\n")
-    assert not h.looping("45 N·m\n45 N·m\n")  # short lines may repeat on purpose
-    assert h.drop_repeats(text.rstrip()) == "1. **Stop**: the printer stops at E-104.\n2. **Check**: the wiper roll."
+    assert not h.looping("62 N·m\n62 N·m\n")  # short lines may repeat on purpose
+    assert h.drop_repeats(text.rstrip()) == "1. **Stop**: the printer stops at F-311.\n2. **Check**: the wiper roll."

@@ -81,13 +81,13 @@ def test_xlsx_rows_with_sheet_locator(tmp_path):
     ws = wb.active
     ws.title = "Faults"
     ws.append(["Code", "Machine", "Description"])
-    ws.append(["E-104", "RF-40 filler", "Fill valve position feedback timeout"])
-    ws.append(["E-104", "LX-300 labeler", "Web break"])
+    ws.append(["F-311", "VX-90 filler", "Fill valve position feedback timeout"])
+    ws.append(["F-311", "TR-55 labeler", "Web break"])
     buf = io.BytesIO()
     wb.save(buf)
     sections = parsers.parse_xlsx("faults.xlsx", buf.getvalue())
     assert [s.locator for s in sections] == ["sheet Faults row 2", "sheet Faults row 3"]
-    assert sections[1].text == "Code: E-104; Machine: LX-300 labeler; Description: Web break"
+    assert sections[1].text == "Code: F-311; Machine: TR-55 labeler; Description: Web break"
 
 
 @pytest.mark.parametrize(
@@ -155,18 +155,18 @@ def test_repetitive_body_lines_are_not_mistaken_for_running_headers():
 def test_wrapped_lines_are_joined_into_the_statement_they_are():
     md = (
         "## Day shift\n\n"
-        "- **Line 3:** glue temperature drifting. Temporary glue setpoint raised from 160 °C to\n"
-        "  165 °C - revert after the repair.\n"
+        "- **Line 3:** glue temperature drifting. Temporary glue setpoint raised from 172 °C to\n"
+        "  178 °C - revert after the repair.\n"
         "- **Line 2:** all 12 heads in range.\n"
     )
     text = parsers.parse_markdown("handover.md", md, wrapped=True)[0].text
-    assert "raised from 160 °C to 165 °C - revert" in text
+    assert "raised from 172 °C to 178 °C - revert" in text
     assert "\n- **Line 2:** all 12 heads in range." in text  # a new list item stays its own line
 
     notice = (
         "NOTICE\n"
         "Issued: 2026-11-30\n\n"
-        "From 2026-12-01, Line 3 runs 38 mm 3-start caps from the new supplier\n"
+        "From 2026-06-09, Line 3 runs 38 mm 3-start caps from the new supplier\n"
         "Vireo Closures (carton label lot prefix VC38). The capper application\n"
         "torque setpoint stays unchanged.\n\n"
         "1. Keep the first 5 cartons\n"

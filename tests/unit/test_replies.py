@@ -26,14 +26,14 @@ def test_an_internal_request_gets_its_own_reply_and_a_stream_piece_is_left_to_th
         req = msgspec.msgpack.decode(payload, type=GenerateRequest)
         piece = GenerateDelta(request_id=req.request_id, seq=0, delta="Tor")
         other = GenerateReply(request_id="someone-else", text="not yours")
-        mine = GenerateReply(request_id=req.request_id, text="Torque 45 N·m")
+        mine = GenerateReply(request_id=req.request_id, text="Torque 62 N·m")
         return [(req.reply_to, codec.encode(m)) for m in (piece, other, mine)]
 
     bus = FakeBus(client_id="gw", respond=respond)
     replies = Replies(bus)
     req = GenerateRequest(request_id="k1", question="q", lang="en", passages=[], reply_to=replies.inbox)
     reply = asyncio.run(_with_pump(replies, replies.request("internal/llm/generate", req, GenerateReply, 5)))
-    assert (reply.request_id, reply.text) == ("k1", "Torque 45 N·m")
+    assert (reply.request_id, reply.text) == ("k1", "Torque 62 N·m")
     assert not replies.waiting("k1")
 
 
@@ -46,7 +46,7 @@ def test_a_device_exchange_is_matched_by_correlation_data():
     bus.put = lambda topic, payload, **props: original_put(topic, payload, correlation_data=b"c-7")  # the broker echoes it
 
     replies = Replies(bus)
-    got = asyncio.run(_with_pump(replies, replies.exchange("lineside/v1/ask/hmi-1", b"E-104?", b"c-7", 5)))
+    got = asyncio.run(_with_pump(replies, replies.exchange("lineside/v1/ask/hmi-1", b"F-311?", b"c-7", 5)))
     assert got.payload == b'{"status": "answered"}'
     assert bus.published[0][2]["correlation_data"] == b"c-7"
 

@@ -64,8 +64,8 @@ def test_the_retriever_indexes_searches_and_lists_by_message_type(tmp_path, log)
     retriever = Retriever(RetrieverSettings(), embedder, index, ComputeThread("test"), log)
     bus = FakeBus()
     chunks = [
-        Chunk(locator="row 2", title="alarms.xlsx", text="code: E-104; machine: LX-300; description: web break"),
-        Chunk(locator="row 3", title="alarms.xlsx", text="code: E-210; machine: CP-12; description: turret overload"),
+        Chunk(locator="row 2", title="alarms.xlsx", text="code: F-311; machine: TR-55; description: sensor blocked"),
+        Chunk(locator="row 3", title="alarms.xlsx", text="code: F-412; machine: BF-8; description: turret overload"),
     ]
 
     async def scenario():
@@ -76,7 +76,7 @@ def test_the_retriever_indexes_searches_and_lists_by_message_type(tmp_path, log)
             bus.put(topics.INDEX, codec.encode(msg))
             await bus.until(lambda: bus.on(topics.INGEST_STATUS))
             bus.put(
-                topics.RETRIEVE, codec.encode(RetrieveRequest(request_id="s1", question="What does E-104 mean?", reply_to="r/s", top_k=2))
+                topics.RETRIEVE, codec.encode(RetrieveRequest(request_id="s1", question="What does F-311 mean?", reply_to="r/s", top_k=2))
             )
             bus.put(topics.KB, codec.encode(KbListRequest(request_id="k1", reply_to="r/k")))
             await bus.until(lambda: bus.on("r/s") and bus.on("r/k"))
@@ -107,7 +107,7 @@ def _passage(text: str, score: float) -> Passage:
 
 
 def test_the_gateway_answers_with_the_model_s_words_and_the_evidence_apart(tmp_path, log):
-    row = "code: E-104; machine: LX-300; description: web break; action: splice the web"
+    row = "code: F-311; machine: TR-55; description: sensor blocked; action: splice the web"
 
     def respond(topic, payload):
         if topic == topics.RETRIEVE:
@@ -116,16 +116,16 @@ def test_the_gateway_answers_with_the_model_s_words_and_the_evidence_apart(tmp_p
             return [(req.reply_to, codec.encode(rep))]
         if topic == topics.GENERATE:
             req = msgspec.msgpack.decode(payload, type=GenerateRequest)
-            rep = GenerateReply(request_id=req.request_id, text="E-104 is a web break [1].", model="m", used=[0], quotes=[(0, row)])
+            rep = GenerateReply(request_id=req.request_id, text="F-311 is a sensor blocked [1].", model="m", used=[0], quotes=[(0, row)])
             return [(req.reply_to, codec.encode(rep))]
         return []
 
     gw, bus = _gateway(tmp_path, log, respond)
-    bus.put(topics.ask_device("hmi-1"), json.dumps({"question": "What does E-104 mean?", "request_id": "q1"}).encode())
+    bus.put(topics.ask_device("hmi-1"), json.dumps({"question": "What does F-311 mean?", "request_id": "q1"}).encode())
     asyncio.run(_serve(gw, bus, lambda: bus.on(topics.answer_device("hmi-1"))))
     answer = json.loads(bus.on(topics.answer_device("hmi-1"))[0])
     assert (answer["status"], answer["request_id"]) == ("answered", "q1")
-    assert answer["answer"] == "E-104 is a web break [1]."
+    assert answer["answer"] == "F-311 is a sensor blocked [1]."
     assert answer["evidence"] == [{"source": 1, "text": row}]
     assert [s["doc"] for s in answer["sources"]] == ["alarms.xlsx"]
 
@@ -133,7 +133,7 @@ def test_the_gateway_answers_with_the_model_s_words_and_the_evidence_apart(tmp_p
 @pytest.mark.parametrize(
     ("reply", "reason"),
     [
-        (RetrieveReply(request_id="", passages=[_passage("x", 0.9)], unknown_terms=["SMT-3"], unknown_lines=["SMT-3"]), "unknown_line"),
+        (RetrieveReply(request_id="", passages=[_passage("x", 0.9)], unknown_terms=["WL-3"], unknown_lines=["WL-3"]), "unknown_line"),
         (RetrieveReply(request_id="", passages=[_passage("x", 0.1)], best_score=0.1), "not_covered"),
         (RetrieveReply(request_id="", passages=[]), "nothing_found"),
     ],
@@ -149,7 +149,7 @@ def test_the_gateway_falls_back_without_the_model_and_says_why(tmp_path, log, re
         return []
 
     gw, bus = _gateway(tmp_path, log, respond)
-    bus.put(topics.ask_device("hmi-1"), json.dumps({"question": "Changeover on SMT-3?"}).encode())
+    bus.put(topics.ask_device("hmi-1"), json.dumps({"question": "Changeover on WL-3?"}).encode())
     asyncio.run(_serve(gw, bus, lambda: bus.on(topics.answer_device("hmi-1"))))
     answer = json.loads(bus.on(topics.answer_device("hmi-1"))[0])
     assert (answer["status"], answer["reason"], answer["answer"]) == ("fallback", reason, "Please contact technical support.")
@@ -159,7 +159,7 @@ def test_the_gateway_falls_back_without_the_model_and_says_why(tmp_path, log, re
 def test_the_gateway_says_when_the_retriever_does_not_answer(tmp_path, log):
     gw, bus = _gateway(tmp_path, log, lambda topic, payload: [])
     gw.s = msgspec.structs.replace(gw.s, retrieve_timeout_s=0.2)
-    bus.put(topics.ask_device("hmi-1"), json.dumps({"question": "E-104?"}).encode())
+    bus.put(topics.ask_device("hmi-1"), json.dumps({"question": "F-311?"}).encode())
     asyncio.run(_serve(gw, bus, lambda: bus.on(topics.answer_device("hmi-1"))))
     answer = json.loads(bus.on(topics.answer_device("hmi-1"))[0])
     assert (answer["status"], answer["error"]["code"]) == ("error", "retriever_timeout")
@@ -167,7 +167,7 @@ def test_the_gateway_says_when_the_retriever_does_not_answer(tmp_path, log):
 
 def test_an_index_of_another_embedding_model_is_embedded_again_before_the_retriever_serves(tmp_path, log):
     old = Index(tmp_path / "index", dim=HashEmbedder.dim, model="some-older-model")
-    chunk = Chunk(locator="row 2", title="alarms.xlsx", text="code: E-104; description: web break")
+    chunk = Chunk(locator="row 2", title="alarms.xlsx", text="code: F-311; description: sensor blocked")
     old.replace("alarms.xlsx", "alarms", "v1", [chunk], np.eye(1, HashEmbedder.dim, dtype=np.float32))
     old.close()
     embedder = HashEmbedder()
