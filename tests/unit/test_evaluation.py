@@ -12,7 +12,7 @@ def _ans(status="answered", text="Torque 62 N·m on M10 bolts.", docs=("m.pdf",)
 
 def test_normalise_collapses_whitespace_and_cjk_breaks():
     assert normalise("45  N·m\n") == "45 n·m"
-    assert normalise("标签带\n断裂") == "标签带断裂"
+    assert normalise("传感器\n遮挡") == "传感器遮挡"
 
 
 def test_answer_passes_with_source_and_facts():

@@ -65,7 +65,7 @@ def test_index_survives_restart_and_rebuilds_lost_vectors(tmp_path):
 def test_exact_code_and_machine_rank_their_row_first(index):
     texts = [
         "Code: F-311; Machine: TR-55 Labeler; Description: Label sensor blocked",
-        "Code: F-311; Machine: VX-90 Filler; Description: Fill valve position feedback timeout",
+        "Code: F-311; Machine: VX-90 Filler; Description: Fill valve position sensor timeout",
         "Code: E-110; Machine: VX-90 Filler; Description: Main drive inverter fault",
     ]
     vecs = _vecs(3, 4)
@@ -73,7 +73,7 @@ def test_exact_code_and_machine_rank_their_row_first(index):
     # The query vector resembles the wrong row: exact terms must still win.
     found = hybrid_search(index, vecs[2], "What does F-311 mean on the VX-90 filler?", 3, 10)
     hits, unknown = found.passages, found.unknown_terms
-    assert "feedback timeout" in hits[0].text
+    assert "sensor timeout" in hits[0].text
     assert unknown == []
     assert found.exact_match
 
@@ -172,7 +172,7 @@ def test_an_ask_about_the_logged_code_finds_the_code_s_row_in_the_fault_table(in
         "date: 2026-10-04; line: Line 2; machine: VX-90 Filler; asset_tag: L2-PMP-01; fault_code: E-110; cause: inverter",
     ]
     faults = [
-        "Code: F-311; Machine: VX-90 Filler; Description: Fill valve position feedback timeout; Corrective Action: set gap",
+        "Code: F-311; Machine: VX-90 Filler; Description: Fill valve position sensor timeout; Corrective Action: set gap",
         "Code: F-311; Machine: TR-55 Labeler; Description: Label sensor blocked; Corrective Action: set web tension to 18 N",
         "Code: E-110; Machine: VX-90 Filler; Description: Main drive inverter fault; Corrective Action: reset inverter",
     ]

@@ -100,7 +100,7 @@ def test_the_quote_is_the_source_lines_as_written_without_citation_marks():
 
 
 def test_packing_leaves_out_a_passage_already_contained_in_one_that_went_in():
-    row = "Code: F-311; Machine: VX-90; Description: valve position feedback timeout"
+    row = "Code: F-311; Machine: VX-90; Description: valve position sensor timeout"
     line2 = "Line 2 changeover: star wheel bolts 12 N·m"
     line3 = "Line 3 changeover: star wheel bolts 14 N·m"
     passages = [_p(f"3 Faults\n{row}\nE-110 inverter", 1), _p(row.upper(), 2), _p(line2, 3), _p(line3, 4)]
@@ -123,7 +123,7 @@ def test_a_second_passage_is_quoted_when_it_answers_what_the_first_leaves_out():
 
 def test_the_row_of_the_code_the_quoted_log_row_names_is_quoted_too():
     log = _p("date: 2026-05-14; line: Line 3; machine: TR-55 Labeler; fault_code: F-311; action: re-threaded web", 1)
-    notice = _p("Splice tape OR-LX-ST-19 only, from 2026-11-01.", 2)
+    notice = _p("Splice tape TP-SPL-44 only, from 2026-11-01.", 2)
     filler = _p("Code: F-311; Machine: VX-90 Filler; Description: valve feedback timeout; Corrective Action: set gap to 0.8 mm", 3)
     labeler = _p("Code: F-311; Machine: TR-55 Labeler; Description: Label sensor blocked; Corrective Action: set web tension to 18 N", 4)
     q = "Line 3 stopped on 2026-05-14. What does the fault code logged for that stop mean, and what corrective action applies?"

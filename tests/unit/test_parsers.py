@@ -81,7 +81,7 @@ def test_xlsx_rows_with_sheet_locator(tmp_path):
     ws = wb.active
     ws.title = "Faults"
     ws.append(["Code", "Machine", "Description"])
-    ws.append(["F-311", "VX-90 filler", "Fill valve position feedback timeout"])
+    ws.append(["F-311", "VX-90 filler", "Fill valve position sensor timeout"])
     ws.append(["F-311", "TR-55 labeler", "Web break"])
     buf = io.BytesIO()
     wb.save(buf)
@@ -167,13 +167,13 @@ def test_wrapped_lines_are_joined_into_the_statement_they_are():
         "NOTICE\n"
         "Issued: 2026-11-30\n\n"
         "From 2026-06-09, Line 3 runs 38 mm 3-start caps from the new supplier\n"
-        "Vireo Closures (carton label lot prefix VC38). The capper application\n"
+        "Norlin Caps (carton label lot prefix VC38). The capper application\n"
         "torque setpoint stays unchanged.\n\n"
         "1. Keep the first 5 cartons\n"
         "2. Call QA\n"
     )
     body = "\n".join(s.text for s in parsers.parse_text("notice.txt", notice))
-    assert "from the new supplier Vireo Closures (carton" in body
+    assert "from the new supplier Norlin Caps (carton" in body
     assert "NOTICE\nIssued: 2026-11-30" in body  # short lines ended where their writer ended them
     assert "1. Keep the first 5 cartons\n2. Call QA" in body
 

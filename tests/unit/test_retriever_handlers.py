@@ -100,7 +100,7 @@ def test_quantities_a_question_selects_by_are_exact_groups():
     assert h.exact_groups("What is the torque?") == []
     rows = [
         _p(1, "Format: 1.5 L PET; Line: Line 3; Vent tube: VT-1500-78", 0.7),
-        _p(2, "Format: 1.0 L PET; Line: Line 3; Vent tube: VT-1000-70", 0.4),
+        _p(2, "Format: 1.0 L PET; Line: Line 3; Vent tube: VT-2040-15", 0.4),
     ]
     assert h.exact_ranking("Which vent tube for the 1.0 L format on Line 3?", rows) == [2, 1]
 

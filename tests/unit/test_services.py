@@ -107,7 +107,7 @@ def _passage(text: str, score: float) -> Passage:
 
 
 def test_the_gateway_answers_with_the_model_s_words_and_the_evidence_apart(tmp_path, log):
-    row = "code: F-311; machine: TR-55; description: sensor blocked; action: splice the web"
+    row = "code: F-311; machine: TR-55; description: sensor blocked; action: clear the sensor"
 
     def respond(topic, payload):
         if topic == topics.RETRIEVE:
