@@ -12,6 +12,7 @@ best-score distribution the coverage threshold is calibrated on.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import hashlib
 import json
 import statistics
@@ -67,7 +68,7 @@ def evaluate(folder: Path, embedder, cov: CoverageSettings, show: bool, sweep: b
         sweeps: dict[float, list[int]] = {}
         for q in questions:
             t = time.perf_counter()
-            found = search(index, lambda text: embedder.embed([text])[0], q["question"], TOP_K, 32)
+            found = search(index, lambda text: embedder.embed([text])[0], q["question"], TOP_K, 32, today=dt.date.today())
             lat.append((time.perf_counter() - t) * 1000)
             verdict = decide(q["question"], found, cov)
             if sweep:

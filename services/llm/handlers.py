@@ -162,7 +162,7 @@ def evidence(question: str, passages: Sequence[Passage]) -> list[tuple[int, str]
         if line and terms(p.ask) & terms(line) and not any(_normal(line) in _normal(text) for _, text in out):
             out.append((i, line[:QUOTE_CHARS]))
     if len(out) == 1:
-        more = second_evidence(question, best, passages[1:])
+        more = stronger_evidence(question, passages) or second_evidence(question, best, passages[1:])
         if more is not None:
             out.append((more[0] + 1, more[1][:QUOTE_CHARS]))
     linked = linked_evidence(question, "\n".join(text for _, text in out), passages[1:])
@@ -208,6 +208,42 @@ def second_evidence(question: str, quoted: str, others: Sequence[Passage]) -> tu
             if gain >= SECOND_MIN_TERMS and (best is None or gain > best[0]):
                 best = (gain, i, " ".join(line.split()))
     return (best[1], best[2]) if best else None
+
+
+def _line_weights(question: str, lines: Sequence[str]) -> tuple[list[set[str]], dict[str, float]]:
+    """The question words each line shares, and each word's weight by how rare it is among ``lines``."""
+    q = terms(question)
+    shared = [q & terms(ln) for ln in lines]
+    df: dict[str, int] = {}
+    for found in shared:
+        for t in found:
+            df[t] = df.get(t, 0) + 1
+    return shared, {t: math.log(1 + len(lines) / n) for t, n in df.items()}
+
+
+def stronger_evidence(question: str, passages: Sequence[Passage]) -> tuple[int, str] | None:
+    """A line of another passage that matches the question better than every line of the best
+    passage, or None. Returns its index in ``passages[1:]`` and the line.
+
+    The best-ranked passage is not always the one that states the value: a section heading or an
+    overview matches the question's topic, the next section holds the figure ("the lag compressor
+    cuts in at 6.5 bar"). Every line of the first ``STRONGER_FROM`` passages is weighed with the
+    same rarity weights (as ``focus`` does within one passage); a line of another passage is
+    quoted when it outweighs the best passage's best line.
+    """
+    pool = [(i, " ".join(ln.split())) for i, p in enumerate(passages[:STRONGER_FROM]) for ln in p.text.splitlines() if ln.strip()]
+    if not pool:
+        return None
+    shared, weight = _line_weights(question, [ln for _, ln in pool])
+    scores = [sum(weight[t] for t in found) for found in shared]
+    first = max((s for (i, _), s in zip(pool, scores, strict=True) if i == 0), default=0.0)
+    best = max(range(len(pool)), key=lambda j: (scores[j], -j))
+    i, line = pool[best]
+    return (i - 1, line) if i > 0 and scores[best] > first else None
+
+
+STRONGER_FROM = 3
+"""Passages whose lines ``stronger_evidence`` weighs: the best and the two after it."""
 
 
 def linked_evidence(question: str, quoted: str, others: Sequence[Passage]) -> tuple[int, str] | None:

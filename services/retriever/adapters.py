@@ -17,6 +17,7 @@ import numpy as np
 from lineside.errors import ModelError
 from lineside.text import index_tokens, lexical_text
 from schemas.messages import Chunk, Passage
+from services.retriever.handlers import asset_aliases
 
 
 class Embedder(Protocol):
@@ -136,6 +137,7 @@ class Index:
         self._df_cache: dict[str, int] = {}
         """Document frequency of BM25 tokens; cleared whenever chunks are added or removed."""
         self._lines: list[str] | None = None
+        self._assets: dict[str, list[str]] | None = None
         self.dim = dim
         self.model = model
         row = self._db.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
@@ -266,6 +268,7 @@ class Index:
             self._save(self._vectors)
             self._df_cache.clear()
             self._lines = None
+            self._assets = None
 
     def delete(self, doc: str) -> bool:
         """Remove ``doc`` everywhere; False when it was not there."""
@@ -279,6 +282,7 @@ class Index:
             cur.execute("COMMIT")
             self._df_cache.clear()
             self._lines = None
+            self._assets = None
             if old:
                 self._vectors.remove_ids(np.array(old, dtype=np.int64))  # type: ignore[arg-type]  # SWIG accepts an id array
                 self._save(self._vectors)
@@ -297,6 +301,15 @@ class Index:
                 names = {r[0].strip() for r in rows if any(ch.isalpha() for ch in r[0])}
                 self._lines = sorted(names, key=len, reverse=True)
             return self._lines
+
+    def asset_aliases(self) -> dict[str, list[str]]:
+        """The machine model of each asset tag the plant's tables name (``handlers.asset_aliases``):
+        the plant's asset inventory, learned from its documents. Cached until the index changes."""
+        with self._lock:
+            if self._assets is None:
+                rows = self._db.execute("SELECT text FROM chunks WHERE instr(text, ': ') > 0 AND instr(text, '; ') > 0")
+                self._assets = asset_aliases(r[0] for r in rows)
+            return self._assets
 
     def documents(self) -> list[tuple[str, str, int, float]]:
         """(doc, version, chunks, ingested_at) for every stored document."""

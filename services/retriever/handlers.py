@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lineside.text import CODE, LINE_MENTION, identifiers, lexical_terms, normalise_line
@@ -144,6 +145,42 @@ _REL_EN = re.compile(
 _REL_ZH = re.compile(r"(今天|昨天|前天|本周|这周|上周|上个?星期|本月|这个月|上个?月|今年|去年)|(?<![\d月])(\d{1,2})\s*[日号](?!\s*线)")
 
 
+_ZH_MONTH_NUMERALS = {"一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9, "十": 10, "十一": 11, "十二": 12}
+_MONTH_ONLY_ZH = re.compile(
+    r"(?<![\d一二三四五六七八九十个])(十[一二]?|[一二三四五六七八九]|1[0-2]|0?[1-9])\s*月(?!\s*\d{1,2}\s*[日号])(?![度底初中])"
+)
+_MONTH_ONLY_EN = re.compile(rf"(?<!\d )(?<!\d)\b{_MONTH_RE}\b\.?(?!\s*\d{{1,2}}(?:st|nd|rd|th)?\b)")
+
+
+_VERB_MONTHS = frozenset(["may", "march"])
+_MONTH_PREPOSITION = re.compile(r"\b(?:in|during|since|until|of|early|late|mid)\s*$", re.IGNORECASE)
+
+
+def month_groups(question: str, today: dt.date) -> list[list[str]]:
+    """Months a question names without a day ("in June", "七月份", "7月"), each as the
+    ``YYYY-MM-`` prefix of the log rows of the most recent such month up to ``today``.
+
+    Serves how technicians date an event they half remember: "the stop in June", "七月份那次停机".
+    A month with a day is a date (``date_groups``); "May" and "March" count only after "in",
+    "during", "since", "until" or "of" ("May I ask" is not a date).
+    """
+    months: list[int] = []
+    for m in _MONTH_ONLY_ZH.finditer(question):
+        word = m.group(1)
+        months.append(_ZH_MONTH_NUMERALS[word] if word in _ZH_MONTH_NUMERALS else int(word))
+    for m in _MONTH_ONLY_EN.finditer(question):
+        name = m.group(1).lower()
+        if name in _VERB_MONTHS and not _MONTH_PREPOSITION.search(question[: m.start()]):
+            continue
+        if name in _MONTHS and not _EN_DATE.search(question[max(0, m.start() - 8) : m.end() + 8]):
+            months.append(_MONTHS[name])
+    out = []
+    for month in dict.fromkeys(months):
+        year = today.year if month <= today.month else today.year - 1
+        out.append([f"{year:04d}-{month:02d}-"])
+    return out
+
+
 def _iso_days(first: dt.date, last: dt.date) -> list[str]:
     return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
@@ -157,8 +194,9 @@ def _month_prefix(day: dt.date, back: int = 0) -> str:
 
 def relative_date_groups(question: str, today: dt.date) -> list[list[str]]:
     """Dates a question names relative to ``today`` ("yesterday", "last month", "on the 3rd",
-    "上个月", "3号"), each as the ISO-date strings (or ``YYYY-MM-`` month prefixes) a log row
-    of that period contains. "On the 3rd" is the most recent 3rd, this month or last."""
+    "上个月", "3号", "in June", "七月份"), each as the ISO-date strings (or ``YYYY-MM-`` month
+    prefixes) a log row of that period contains. "On the 3rd" is the most recent 3rd, this month
+    or last; a month named alone is the most recent such month."""
     spans: list[list[str]] = []
     monday = today - dt.timedelta(days=today.weekday())
     phrases: list[tuple[str, str | None]] = [(m.group(1) or "", m.group(2)) for m in _REL_EN.finditer(question)]
@@ -189,6 +227,7 @@ def relative_date_groups(question: str, today: dt.date) -> list[list[str]]:
             spans.append([f"{today.year:04d}-"])
         elif p in ("last year", "previous year", "past year", "去年"):
             spans.append([f"{today.year - 1:04d}-"])
+    spans.extend(month_groups(question, today))
     return [list(g) for g in dict.fromkeys(tuple(g) for g in spans)]
 
 
@@ -204,12 +243,64 @@ def quantity_spellings(number: str, unit: str) -> list[str]:
     return [f"{number} {unit}", f"{number}{unit}"]
 
 
-def exact_groups(question: str, today: dt.date | None = None) -> list[list[str]]:
+ASSET_HEADERS = frozenset(
+    ["asset", "asset no", "asset no.", "asset tag", "asset id", "tag", "equipment no", "资产号", "资产编号", "设备编号"]
+)
+"""Column names of a table's asset-tag column (a bilingual header matches by any of its words)."""
+MACHINE_HEADERS = frozenset(
+    ["machine", "equipment", "model", "machine model", "machine type", "设备", "机台", "设备型号", "型号", "设备名称"]
+)
+"""Column names of a table's machine (model) column."""
+_ROW_PAIR = re.compile(r"(?:^|;\s)([^:;\n]{1,40}):\s([^;\n]+)")
+
+Aliases = Mapping[str, Sequence[str]]
+"""Other names of a thing, by its name case-folded: an asset tag's machine model."""
+
+
+def _column_kind(header: str) -> str | None:
+    name = header.strip().casefold()
+    words = {name, *name.split()}
+    if words & ASSET_HEADERS:
+        return "asset"
+    if words & MACHINE_HEADERS:
+        return "machine"
+    return None
+
+
+def asset_aliases(rows: Iterable[str]) -> dict[str, list[str]]:
+    """The machine model each asset tag is, learned from the plant's own tables: rows (``column:
+    value; ...`` lines, as tables are ingested) with an asset column and a machine column.
+
+    Serves how technicians name a machine: by the tag on it ("THX-02 threw E-5"), while fault
+    tables and manuals name the model ("E-5 on the HX-9 filler"). Each tag maps to the machine
+    value its rows give most often, and the codes in that value (``HX-9`` of "HX-9 filler").
+    """
+    seen: dict[str, Counter[str]] = {}
+    for text in rows:
+        for line in text.splitlines():
+            asset = machine = ""
+            for header, value in _ROW_PAIR.findall(line):
+                kind = _column_kind(header)
+                if kind == "asset" and not asset:
+                    asset = value.strip()
+                elif kind == "machine" and not machine:
+                    machine = value.strip()
+            if asset and machine and asset.casefold() != machine.casefold() and identifiers(asset) == [asset]:
+                seen.setdefault(asset.casefold(), Counter())[machine] += 1
+    out = {}
+    for tag, machines in seen.items():
+        machine = machines.most_common(1)[0][0]
+        out[tag] = list(dict.fromkeys([machine, *(n for n in identifiers(machine) if n.casefold() != tag)]))
+    return out
+
+
+def exact_groups(question: str, today: dt.date | None = None, aliases: Aliases | None = None) -> list[list[str]]:
     """Exact things a question names: each code, part number, quantity with its unit ("1.0 L",
     "38 mm") and date (absolute, or relative to ``today`` when given), and the production line (a
     group of the spellings documents use for it). A passage matches a group when it contains any
-    of its strings."""
-    groups = [[t] for t in [*identifiers(question), *_DATE.findall(question)]]
+    of its strings; an asset tag's group also holds the machine model it is (``aliases``)."""
+    known = aliases or {}
+    groups = [[t, *known.get(t.casefold(), ())] for t in identifiers(question)] + [[t] for t in _DATE.findall(question)]
     groups.extend(quantity_spellings(n, u) for n, u in dict.fromkeys(_QUANTITY.findall(question)))
     if not _DATE.search(question):
         groups.extend(date_groups(question))
@@ -229,12 +320,12 @@ def date_strings(question: str, today: dt.date | None = None) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def exact_terms(question: str, today: dt.date | None = None) -> list[str]:
+def exact_terms(question: str, today: dt.date | None = None, aliases: Aliases | None = None) -> list[str]:
     """Every string of every exact group, for the full-text query."""
-    return [t for g in exact_groups(question, today) for t in g]
+    return [t for g in exact_groups(question, today, aliases) for t in g]
 
 
-def exact_match(question: str, passage: Passage, known_lines: Sequence[str] = ()) -> bool:
+def exact_match(question: str, passage: Passage, known_lines: Sequence[str] = (), aliases: Aliases | None = None) -> bool:
     """True when the question names at least one code or calendar date and ``passage`` contains
     every exact group of it (codes, part numbers, dates, the line). A passage that names no line
     at all (a fault table's row) applies to every line, as in ``exact_counts``.
@@ -245,7 +336,7 @@ def exact_match(question: str, passage: Passage, known_lines: Sequence[str] = ()
     if not (identifiers(question) or date_strings(question)):
         return False
     blob = f"{passage.title}\n{passage.text}".casefold()
-    groups = exact_groups(question)
+    groups = exact_groups(question, aliases=aliases)
     if not names_a_line(blob, known_lines):
         lines = {n.casefold() for n in named_lines(question, known_lines)}
         numbered = len(line_mentions(question))  # exact_groups puts them last
@@ -307,7 +398,11 @@ _FAMILY_IN_TEXT = re.compile(r"(?<![A-Za-z0-9-])([A-Za-z]+[- ]?)\d{1,3}(?![A-Za-
 
 
 def exact_counts(
-    question: str, passages: Sequence[Passage], today: dt.date | None = None, known_lines: Sequence[str] = ()
+    question: str,
+    passages: Sequence[Passage],
+    today: dt.date | None = None,
+    known_lines: Sequence[str] = (),
+    aliases: Aliases | None = None,
 ) -> dict[int, int]:
     """How many of the question's exact groups each passage contains (chunk id to count).
 
@@ -317,7 +412,7 @@ def exact_counts(
     question names exactly ("the cam track of the Line 3 capper" wants the Line 3 schedule,
     not the general greasing advice).
     """
-    groups = [[t.casefold() for t in g] for g in exact_groups(question, today)]
+    groups = [[t.casefold() for t in g] for g in exact_groups(question, today, aliases)]
     if not groups:
         return {}
     line_groups = len(line_mentions(question))  # exact_groups puts them last
@@ -362,14 +457,20 @@ def record_preference(question: str, passages: Sequence[Passage], today: dt.date
     return {p.chunk_id: (1 if event else -1) if is_dated_record(p) else 0 for p in passages}
 
 
-def exact_ranking(question: str, passages: Sequence[Passage], today: dt.date | None = None, known_lines: Sequence[str] = ()) -> list[int]:
+def exact_ranking(
+    question: str,
+    passages: Sequence[Passage],
+    today: dt.date | None = None,
+    known_lines: Sequence[str] = (),
+    aliases: Aliases | None = None,
+) -> list[int]:
     """Chunk ids of passages that contain what the question names exactly, most groups first,
     ties broken by semantic similarity.
 
     Fault codes repeat across machines and values differ per line, so a passage that names
     the code *and* the machine or line must outrank one that only resembles the question.
     """
-    counts = exact_counts(question, passages, today, known_lines)
+    counts = exact_counts(question, passages, today, known_lines, aliases)
     scored = sorted((p for p in passages if p.chunk_id in counts), key=lambda p: (-counts[p.chunk_id], -p.score))
     return [p.chunk_id for p in scored]
 

@@ -87,7 +87,8 @@ def hybrid_search(
         # Passages with every exact thing the question names (the code AND the machine AND the
         # date): FTS5 intersects the lists, so a common group costs little. When no passage has
         # them all, passages with any of the informative ones.
-        groups = exact_groups(question, today)
+        aliases = index.asset_aliases()
+        groups = exact_groups(question, today, aliases)
         dates = date_strings(question, today)
         if len(groups) <= 1:
             exact_ids = []
@@ -96,7 +97,9 @@ def hybrid_search(
         else:
             exact_ids = index.lexical_ranking(fts_all_query(groups), pool)
         if not exact_ids:
-            exact_ids = index.lexical_ranking(fts_query(index.informative(exact_terms(question, today), MAX_TERM_SHARE, MAX_TERM_DF)), pool)
+            exact_ids = index.lexical_ranking(
+                fts_query(index.informative(exact_terms(question, today, aliases), MAX_TERM_SHARE, MAX_TERM_DF)), pool
+            )
         date_ids = index.substring_ranking(dates, pool)
         # A name in thousands of chunks (a machine model) would cost FTS5 most of the index and tells
         # little: the same rule as the question's own BM25 words.
@@ -110,8 +113,8 @@ def hybrid_search(
         unknown += [n for n in no_line if n not in unknown]
         words = content_words(question)
         absent = index.absent(words)
-    fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates, today, known_lines)])
-    exact = exact_counts(question, candidates, today, known_lines)
+    fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates, today, known_lines, aliases)])
+    exact = exact_counts(question, candidates, today, known_lines, aliases)
     for p in candidates if named else ():  # only an ask that follows names: every search runs this
         blob = f"{p.title}\n{p.text}".casefold()
         found = sum(n.casefold() in blob for n in named)
@@ -131,7 +134,9 @@ def hybrid_search(
     )
     hits = [p for p in candidates if scope.allows(p)][:k]
     best = max((p.score for p in hits), default=None)
-    return SearchResult(hits, unknown, bool(hits) and exact_match(question, hits[0], known_lines), len(words), absent, best, no_line)
+    return SearchResult(
+        hits, unknown, bool(hits) and exact_match(question, hits[0], known_lines, aliases), len(words), absent, best, no_line
+    )
 
 
 FOLLOWUP_FROM = 3

@@ -265,3 +265,21 @@ def test_the_plant_s_lines_are_learned_from_its_tables(tmp_path):
         assert "WL-3" in found.unknown_terms
     finally:
         idx.close()
+
+
+def test_a_question_naming_an_asset_tag_finds_the_fault_row_of_its_machine_model(index):
+    log = [
+        "Date: 2026-05-02; Line: WL-2; Machine: VX-90 filler; Asset: WL2-FIL-01; Alarm Code: E-110; Cause: inverter reset",
+    ]
+    faults = [
+        "Code: F-311; Machine: TR-55 labeler; Description: Label sensor blocked; Action: Clean the sensor",
+        "Code: F-311; Machine: VX-90 filler; Description: Fill valve position sensor timeout; Action: Check valve V-12",
+    ]
+    index.replace("log.xlsx", "l", "v1", _chunks(*log), _vecs(1, 7))
+    index.replace("faults.xlsx", "f", "v1", _chunks(*faults), _vecs(2, 8))
+    vecs = _vecs(1, 9)
+    found = hybrid_search(index, vecs[0], "WL2-FIL-01 threw F-311, what now?", 2, 10)
+    assert "Fill valve position sensor timeout" in found.passages[0].text
+    assert found.exact_match
+    index.delete("log.xlsx")  # the inventory follows the documents
+    assert index.asset_aliases() == {}

@@ -212,3 +212,14 @@ def test_a_model_repeating_itself_is_stopped_and_the_repeats_dropped():
     assert not h.looping("1. Stop the printer.\n2. Check the wiper roll.\n")
     assert not h.looping("62 N·m\n62 N·m\n")  # short lines may repeat on purpose
     assert h.drop_repeats(text.rstrip()) == "1. **Stop**: the printer stops at F-311.\n2. **Check**: the wiper roll."
+
+
+def test_a_line_of_another_passage_that_states_the_value_is_quoted_too():
+    overview = _p("Overview\nThe hall is supplied with compressed air from two screw compressors.\nBoth are in room U-1.", 1)
+    settings = _p(
+        "Compressed air\nHeader pressure setpoint 7.0 bar.\nThe lag compressor cuts in at 6.5 bar; the lead one loads at 6.8 bar.", 2
+    )
+    quotes = h.evidence("At what pressure does the lag compressor cut in?", [overview, settings])
+    assert any(i == 1 and "6.5 bar" in text for i, text in quotes)
+    # Nothing is added when the best passage already states it best.
+    assert h.stronger_evidence("Where are the compressors?", [overview, settings]) is None

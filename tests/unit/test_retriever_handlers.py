@@ -153,3 +153,37 @@ def test_followup_names_are_the_codes_the_passages_add_without_asset_tags():
     passage = h.Passage(chunk_id=1, doc="log.csv", doc_id="l", locator=row.locator, title=row.title, text=row.text, score=0.5)
     assert h.followup_names("Why did Line 3 stop on 2026-05-14?", [passage]) == ["TR-55", "F-311"]
     assert h.followup_names("What does F-311 mean on the TR-55?", [passage]) == []
+
+
+def test_a_month_named_alone_is_the_most_recent_such_month():
+    import datetime as dt
+
+    today = dt.date(2026, 11, 24)
+    assert h.month_groups("the stop on WL-2 in June", today) == [["2026-06-"]]
+    assert h.month_groups("WL-2 七月份那次停机", today) == [["2026-07-"]]
+    assert h.month_groups("十二月的保养", today) == [["2025-12-"]]  # December has not come yet this year
+    assert h.month_groups("10月份的记录", today) == [["2026-10-"]]
+    assert h.month_groups("10月3日", today) == []  # a date with its day: date_groups
+    assert h.month_groups("on 3 October", today) == []
+    assert h.month_groups("每三个月检查一次", today) == []  # an interval, not a month
+    assert h.month_groups("May I ask what F-311 means?", today) == []  # "May" the verb
+    assert h.month_groups("What failed in May?", today) == [["2026-05-"]]
+    assert ["2026-06-"] in h.exact_groups("Why did WL-2 stop in June?", today)
+
+
+def test_asset_tags_learn_their_machine_model_from_the_plants_tables():
+    rows = [
+        "Date: 2026-05-02; Line: WL-2; Machine: VX-90 filler; Asset: WL2-FIL-01; Alarm Code: F-311",
+        "Date: 2026-05-09; Line: WL-2; Machine: VX-90 filler; Asset: WL2-FIL-01; Alarm Code: E-110",
+        "Date: 2026-05-10; Line: WL-1; 设备: TR-55 贴标机; 资产号: WL1-LAB-01; Alarm Code: F-311",
+        "Code: F-311; Machine: TR-55 labeler; Description: Label sensor blocked",  # no asset column
+        "Part No.: HX-2201-C; Bin: C2-04-1",
+    ]
+    aliases = h.asset_aliases(rows)
+    assert aliases == {"wl2-fil-01": ["VX-90 filler", "VX-90"], "wl1-lab-01": ["TR-55 贴标机", "TR-55"]}
+    # A question naming the tag matches a fault-table row naming the model.
+    groups = h.exact_groups("WL2-FIL-01 threw F-311, what now?", aliases=aliases)
+    assert groups[:2] == [["F-311"], ["WL2-FIL-01", "VX-90 filler", "VX-90"]] or groups[:2] == [
+        ["WL2-FIL-01", "VX-90 filler", "VX-90"],
+        ["F-311"],
+    ]
