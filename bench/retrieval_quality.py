@@ -33,7 +33,7 @@ from schemas.messages import IngestDocument  # noqa: E402
 from services.ingest.handlers import process  # noqa: E402
 from services.llm.handlers import evidence, focus  # noqa: E402
 from services.retriever.adapters import Index, load_embedder  # noqa: E402
-from services.retriever.handlers import embedding_text  # noqa: E402
+from services.retriever.handlers import embedding_text, vector_space  # noqa: E402
 from services.retriever.search import search  # noqa: E402
 
 TOP_K = 4
@@ -42,7 +42,7 @@ TOP_K = 4
 
 def index_corpus(folder: Path, embedder, directory: Path) -> Index:
     """An index of every document of ``folder``."""
-    index = Index(directory, dim=embedder.dim, model=embedder.name)
+    index = Index(directory, dim=embedder.dim, model=vector_space(embedder.name))
     for path in sorted(folder.iterdir()):
         if path.suffix == ".jsonl" or path.name == "README.md" or not path.is_file():
             continue

@@ -6,7 +6,7 @@ import datetime as dt
 import functools
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lineside.text import CODE, LINE_MENTION, identifiers, lexical_terms, normalise_line
@@ -17,9 +17,45 @@ EMBED_TITLE_CHARS = 200
 but capped so a long path cannot crowd out the chunk's own words."""
 
 
+_PAIR = re.compile(r"([^:;\n]{1,40}):\s([^;\n]*)")
+_MEASURE = re.compile(r"[\d\s.,:/%+\-–~<>≤≥°]+(?:[A-Za-z°µ³²/·%]{0,6}\s*)?|[—–-]")
+ROW_MIN_PAIRS = 3
+"""A line of at least this many ``column: value`` pairs is a table row."""
+
+
+def row_gist(text: str) -> str:
+    """A table row as it is embedded: its column names, with the values that are words or names,
+    without the bare numbers, times and dates.
+
+    Serves registers and logs with many numeric columns (a program row with ten zone
+    temperatures, a log row with its start time and minutes): twenty numbers make the row's
+    vector say little about what the row is, so a question about "zone 5 of the PS-88 program"
+    finds the SOP that mentions the product instead of the register row. Numbers are matched
+    exactly by the word and exact-name rankings, which read the full text. Other text unchanged.
+    """
+    lines = text.splitlines()
+    if len(lines) != 1:
+        return text
+    pairs = _PAIR.findall(lines[0])
+    if len(pairs) < ROW_MIN_PAIRS or len("; ".join(f"{k}: {v}" for k, v in pairs)) < 0.8 * len(lines[0].strip()):
+        return text
+    return "; ".join(name.strip() if _MEASURE.fullmatch(value.strip()) else f"{name.strip()}: {value.strip()}" for name, value in pairs)
+
+
+EMBEDDING_TEXT = "rows-as-gist"
+"""How chunks are turned into the text that is embedded; stored with the vectors (``vector_space``),
+so an index embedded another way re-embeds itself at start."""
+
+
+def vector_space(model: str) -> str:
+    """The name stored with an index's vectors: the embedding model and how chunk text is embedded."""
+    return f"{model}+{EMBEDDING_TEXT}"
+
+
 def embedding_text(title: str, text: str) -> str:
-    """Text that is embedded for a chunk: its title path, then its text."""
+    """Text that is embedded for a chunk: its title path, then its text (a table row as its gist)."""
     title = title[:EMBED_TITLE_CHARS]
+    text = row_gist(text)
     return f"{title}\n{text}" if title else text
 
 
@@ -66,6 +102,30 @@ def clauses(question: str) -> list[str]:
         if len(ask) >= MIN_CLAUSE_CHARS:
             out.append(ask)
     return out
+
+
+def per_line_asks(question: str, known_lines: Sequence[str]) -> list[str]:
+    """A question that compares production lines ("the squeegee pressure on WL-1 and WL-2", "2 线和
+    3 线的设定各是多少") as one ask per line: the question with the other lines left out. Each
+    line's value is in its own document or row, and one search for both finds one of them.
+    Empty for a question naming fewer than two lines."""
+    lines = named_lines(question, known_lines)
+    numbered = line_mentions(question)
+    if len(lines) + len(numbered) < 2 or (lines and numbered):
+        return []
+    if lines:
+        pattern = _names_pattern(tuple(lines))
+        assert pattern is not None  # lines is not empty
+        return [_keep_only(pattern, question, lambda m: m.group(0).casefold(), keep.casefold()) for keep in lines]
+    return [_keep_only(_LINE_NUMBER, question, lambda m: m.group(1) or m.group(2), keep) for keep in numbered]
+
+
+def _keep_only(pattern: re.Pattern[str], text: str, key: Callable[[re.Match[str]], str], keep: str) -> str:
+    """``text`` with every match of ``pattern`` whose ``key`` is not ``keep`` left out."""
+    return pattern.sub(lambda m: m.group(0) if key(m) == keep else "", text)
+
+
+_LINE_NUMBER = re.compile(r"\bline\s*(\d{1,2})\b|(\d{1,2})\s*号?\s*线", re.IGNORECASE)
 
 
 _ASSET_TAG = re.compile(r"L\d{1,2}-[A-Z]+-\d+")
@@ -431,7 +491,9 @@ def exact_counts(
 _EVENT = re.compile(
     r"\b(?:why did|when did|when was|what happened|last time|how long was)\b|为什么|什么时候|上次|发生了什么", re.IGNORECASE
 )
-_DATED_RECORD = re.compile(r"(?:^|[;\n])\s*[^:;\n]{0,24}(?:date|日期)[^:;\n]{0,24}:\s*\d{4}-\d{2}-\d{2}", re.IGNORECASE)
+_DATED_RECORD = re.compile(
+    r"^\s*(?:[^:;\n]{0,24}:[^;\n]*;\s*)?[^:;\n]{0,24}(?:date|日期)[^:;\n]{0,24}:\s*\d{4}-\d{2}-\d{2}", re.IGNORECASE | re.MULTILINE
+)
 
 
 def asks_about_an_event(question: str, today: dt.date | None = None) -> bool:
@@ -441,8 +503,38 @@ def asks_about_an_event(question: str, today: dt.date | None = None) -> bool:
 
 
 def is_dated_record(p: Passage) -> bool:
-    """True for a row of a log: a table row with a date column ("date: 2026-05-14; line: ...")."""
+    """True for a row of a log: a table row that starts with when it happened (its first or second
+    column a date: "Date: 2026-05-14; Line: ..."). Serves logbooks, which are written in time
+    order; a register row whose last column is an effective date ("approved by: ...; effective
+    date: ...") is reference data, not an event."""
     return bool(_DATED_RECORD.search(p.text))
+
+
+_SUPERSEDED = re.compile(
+    r"(?:^|[;\n])\s*[^:;\n]{0,16}(?:status|state|状态)[^:;\n]{0,12}:\s*"
+    r"(?:superseded|obsolete|void|withdrawn|inactive|expired|retired|cancel+ed|已?作废|已?废止|停用|已?失效|已?过期|已?取消)",
+    re.IGNORECASE,
+)
+_ASKS_OLD = re.compile(
+    r"\b(?:superseded|obsolete|withdrawn|void|old|older|previous|former|earlier)\s+(?:revision|version|program|programme|rev)\b"
+    r"|\b(?:superseded|obsolete|withdrawn)\b|作废|废止|旧版|老版|以前的?版本|之前的?版本|停用|失效",
+    re.IGNORECASE,
+)
+
+
+def is_superseded(p: Passage) -> bool:
+    """True for a table row whose status column says it no longer applies ("Status: superseded",
+    "状态: 已作废", "obsolete", "停用"). Serves the registers a plant keeps under document control
+    (programs, recipes, drawings, settings), which list every revision with its status."""
+    return bool(_SUPERSEDED.search(p.text))
+
+
+def current_preference(question: str, passages: Sequence[Passage]) -> dict[int, int]:
+    """Chunk id to 0 for a superseded revision, 1 for the rest: the revision in force answers
+    "what is the setting", unless the question asks about an old or superseded one."""
+    if _ASKS_OLD.search(question):
+        return {}
+    return {p.chunk_id: 0 if is_superseded(p) else 1 for p in passages}
 
 
 def record_preference(question: str, passages: Sequence[Passage], today: dt.date | None = None) -> dict[int, int]:

@@ -16,6 +16,7 @@ from services.retriever.handlers import (
     Filters,
     clauses,
     content_words,
+    current_preference,
     date_strings,
     exact_counts,
     exact_groups,
@@ -28,6 +29,7 @@ from services.retriever.handlers import (
     fuse,
     line_mentions,
     line_spellings,
+    per_line_asks,
     record_preference,
     unknown_line_names,
 )
@@ -124,9 +126,12 @@ def hybrid_search(
     # (a log row for "why did it stop on ...", a reference for "what does it mean") goes first.
     # Only where the question names something exact: elsewhere the fused ranking decides alone.
     prefer = record_preference(question, candidates, today) if exact else {}
+    # A register's superseded revision only after the one in force (with the same exact names).
+    current = current_preference(question, candidates)
     candidates.sort(
         key=lambda p: (
             exact.get(p.chunk_id, 0),
+            current.get(p.chunk_id, 1),
             prefer.get(p.chunk_id, 0) if p.chunk_id in exact else 0,
             fused.get(p.chunk_id, 0.0),
         ),
@@ -176,6 +181,9 @@ def search(
     vector = embed(question)
     main = hybrid_search(index, vector, question, k, pool, filters=filters, today=today)
     asks = clauses(question)[:MAX_ASKS]
+    if len(asks) < 2:
+        with index.consistent():
+            asks = per_line_asks(question, index.line_names())[:MAX_ASKS]
     if len(asks) < 2 or k < 2 or not main.passages:
         return main
     names = followup_names(question, main.passages[:FOLLOWUP_FROM])[:MAX_NAMES]

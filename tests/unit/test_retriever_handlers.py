@@ -187,3 +187,46 @@ def test_asset_tags_learn_their_machine_model_from_the_plants_tables():
         ["WL2-FIL-01", "VX-90 filler", "VX-90"],
         ["F-311"],
     ]
+
+
+def test_a_table_row_is_embedded_by_its_columns_and_named_values_not_its_numbers():
+    row = "Program: VX90-A; Line: WL-2; Status: current; Speed (cm/min): 72; Zone 1 (°C): 130; Zone 2 (°C): 150; Approved by: K. Osei; Since: 2026-03-02"
+    gist = h.row_gist(row)
+    assert gist == "Program: VX90-A; Line: WL-2; Status: current; Speed (cm/min); Zone 1 (°C); Zone 2 (°C); Approved by: K. Osei; Since"
+    prose = "Set the zone 1 setpoint to 130 °C: the oven takes 45 minutes to heat up."
+    assert h.row_gist(prose) == prose  # not a row
+    assert h.embedding_text("register.csv", row) == "register.csv\n" + gist
+
+
+def test_a_superseded_revision_comes_after_the_one_in_force():
+    from schemas.messages import Passage
+
+    def p(i: int, status: str) -> Passage:
+        text = f"Program: VX90-A; Revision: R{i}; Status: {status}; Zone 5 (°C): {190 + i}"
+        return Passage(chunk_id=i, doc="register.csv", doc_id="r", locator=f"row {i}", title="register.csv", text=text, score=0.4)
+
+    rows = [p(1, "superseded"), p(2, "current"), p(3, "已作废"), p(4, "生效")]
+    assert h.current_preference("zone 5 setpoint of VX90-A?", rows) == {1: 0, 2: 1, 3: 0, 4: 1}
+    assert h.current_preference("what was zone 5 in the superseded revision?", rows) == {}
+
+
+def test_a_log_row_starts_with_its_date_a_register_row_with_an_effective_date_is_reference():
+    from schemas.messages import Passage
+
+    def p(text: str) -> Passage:
+        return Passage(chunk_id=1, doc="x.csv", doc_id="x", locator="row 2", title="x.csv", text=text, score=0.4)
+
+    assert h.is_dated_record(p("Date: 2026-05-14; Line: WL-2; Machine: VX-90 filler; Alarm Code: F-311"))
+    assert h.is_dated_record(p("No.: 17; 日期: 2026-05-14; 线体: WL-2"))
+    assert not h.is_dated_record(p("Program: VX90-A; Status: current; Approved by: K. Osei; Effective date: 2026-03-02"))
+
+
+def test_a_question_comparing_lines_is_asked_once_per_line():
+    asks = h.per_line_asks("Squeegee pressure for VX-90 boards on WL-1 and WL-2?", ["WL-1", "WL-2"])
+    assert len(asks) == 2
+    assert "WL-1" in asks[0]
+    assert "WL-2" not in asks[0]
+    assert "WL-2" in asks[1]
+    assert "WL-1" not in asks[1]
+    assert len(h.per_line_asks("torque on Line 2 and Line 3?", [])) == 2
+    assert h.per_line_asks("torque on WL-2?", ["WL-1", "WL-2"]) == []
