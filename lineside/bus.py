@@ -60,6 +60,9 @@ class Inbound:
     content_type: str | None = None
     message_expiry_s: int | None = None
     received_at: float = 0.0
+    mid: int = 0
+    """The packet id the broker delivered it with (what a manual-ack bus acknowledges)."""
+    qos: int = 0
 
 
 def _prop(props: Any, name: str) -> Any:
@@ -78,7 +81,11 @@ class Bus:
         subscriptions: Sequence[str] = (),
         persistent: bool = False,
         max_queued_incoming: int = 0,
+        manual_ack: bool = False,
     ) -> None:
+        """``manual_ack``: a QoS 1 message is acknowledged when its consumer asks ``messages()`` for
+        the next one, that is once it has handled it (made it safe); a consumer that dies first
+        never acknowledges it, and the broker delivers it again on the next connection."""
         self.client_id = client_id or f"lineside-cli-{uuid.uuid4().hex[:12]}"
         self.service = service
         self._subscriptions = tuple(subscriptions)
@@ -106,6 +113,10 @@ class Bus:
             max_queued_incoming_messages=max_queued_incoming or None,
             tls_context=tls,
         )
+        self.manual_ack = manual_ack
+        if manual_ack:
+            # aiomqtt 2 has no manual-ack option; paho 2 has, on the client aiomqtt wraps.
+            self._client._client.manual_ack_set(True)
 
     async def __aenter__(self) -> Bus:
         try:
@@ -117,7 +128,9 @@ class Bus:
             raise BusError(f"cannot connect to the MQTT broker at {self._conn.mqtt_host}:{self._conn.mqtt_port}: {exc} {hint}") from exc
         try:
             for flt in self._subscriptions:
-                await self._client.subscribe(flt, qos=QOS)
+                # The broker's own $SYS figures are worthless late: at QoS 0 a persistent session does
+                # not queue them while the service is offline (at QoS 1 a day offline would fill its queue).
+                await self._client.subscribe(flt, qos=0 if flt.startswith("$SYS/") else QOS)
             if self.service:
                 await self._client.publish(topics.status(self.service), b"online", qos=QOS, retain=True)
         except aiomqtt.MqttError as exc:
@@ -175,7 +188,8 @@ class Bus:
             raise BusError(f"publish to {topic} failed: {exc}") from exc
 
     async def messages(self) -> AsyncIterator[Inbound]:
-        """Inbound messages, converted; raises BusError when the connection is lost."""
+        """Inbound messages, converted; raises BusError when the connection is lost. On a manual-ack
+        bus each is acknowledged when the consumer comes back for the next."""
         try:
             async for m in self._client.messages:
                 payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
@@ -188,7 +202,11 @@ class Bus:
                     content_type=_prop(props, "ContentType"),
                     message_expiry_s=_prop(props, "MessageExpiryInterval"),
                     received_at=time.monotonic(),
+                    mid=m.mid,
+                    qos=m.qos,
                 )
+                if self.manual_ack and m.qos == 1 and m.mid:
+                    self._client._client.ack(m.mid, m.qos)  # handled: the broker may forget it now
         except aiomqtt.MqttError as exc:
             raise BusError(f"connection to the broker lost: {exc}") from exc
 
@@ -229,6 +247,13 @@ class _Correlated(msgspec.Struct):
     request_id: str = ""
 
 
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    """Mark a failed future's exception as seen: one set by ``Replies.fail`` just as its waiter was
+    cancelled (a lost connection) would otherwise be reported as 'never retrieved'."""
+    if fut.done() and not fut.cancelled():
+        fut.exception()
+
+
 class Replies:
     """Request/reply over one bus: a table of requests waiting for their reply, and a timeout.
     Every request/reply exchange of Lineside goes through it.
@@ -256,6 +281,7 @@ class Replies:
             return result
         finally:
             self._pending.pop(rid, None)
+            _retrieved(fut)
 
     async def exchange(self, topic: str, payload: bytes, correlation: bytes, timeout_s: float, **props: Any) -> Inbound:
         """Publish ``payload`` with ``correlation`` as its Correlation Data (and ``props``: Response
@@ -268,6 +294,7 @@ class Replies:
             return reply
         finally:
             self._pending.pop(correlation, None)
+            _retrieved(fut)
 
     def waiting(self, rid: str) -> bool:
         """True while a request with this id waits for its reply."""

@@ -19,7 +19,16 @@ from lineside.bus import Bus, Replies
 from lineside.settings import Connection
 from lineside.text import MAX_DOCUMENT_BYTES
 from schemas import codec, topics
-from schemas.messages import DeleteDocument, IngestPart, KbListReply, KbListRequest
+from schemas.messages import (
+    DeleteDocument,
+    IngestPart,
+    KbHistoryReply,
+    KbHistoryRequest,
+    KbListReply,
+    KbListRequest,
+    KbRollbackReply,
+    KbRollbackRequest,
+)
 
 TERMINAL_STAGES = ("indexed", "unchanged", "failed", "deleted")
 PIECE_BYTES = 256 * 2**10
@@ -273,6 +282,29 @@ async def kb_list(conn: Connection, timeout_s: float = 10.0) -> list[dict[str, A
         finally:
             pump.cancel()
         return [msgspec.structs.asdict(d) for d in reply.documents]
+
+
+async def kb_versions(conn: Connection, doc: str, *, rollback_to: str | None = None, timeout_s: float = 30.0) -> dict[str, Any]:
+    """A document's versions (`kb history`), or with ``rollback_to`` (a version, a sha256 prefix,
+    or "" for the newest earlier one) make that version live (`kb rollback`); the reply as a dict."""
+    bus = Bus(conn)
+    replies = Replies(bus)
+    async with bus:
+        await bus.subscribe(replies.inbox)
+        pump = asyncio.create_task(replies.pump())
+        try:
+            rid = uuid.uuid4().hex
+            if rollback_to is None:
+                reply: Any = await replies.request(
+                    topics.KB, KbHistoryRequest(request_id=rid, reply_to=replies.inbox, doc=doc), KbHistoryReply, timeout_s
+                )
+            else:
+                msg = KbRollbackRequest(request_id=rid, reply_to=replies.inbox, doc=doc, to=rollback_to)
+                reply = await replies.request(topics.KB, msg, KbRollbackReply, timeout_s)
+        finally:
+            pump.cancel()
+        out: dict[str, Any] = msgspec.to_builtins(reply)
+        return out
 
 
 async def kb_delete(conn: Connection, doc: str, timeout_s: float = 30.0) -> dict[str, Any]:

@@ -101,6 +101,10 @@ class Findings(Protocol):
     @property
     def unknown_lines(self) -> Sequence[str]: ...
     @property
+    def other_sites(self) -> Sequence[str]: ...
+    @property
+    def home_sites(self) -> Sequence[str]: ...
+    @property
     def exact_match(self) -> bool: ...
     @property
     def best_score(self) -> float | None: ...
@@ -114,7 +118,8 @@ def decide(question: str, found: Findings, settings: CoverageSettings) -> Verdic
     """Whether the documents cover ``question``, from what the retriever found.
 
     In order: nothing found; a line, machine or code the question names that no document
-    contains (each kind its own reason); the best passage contains every code and date the
+    contains (each kind its own reason); another site than the documents are about (the sister
+    plant, ``not_covered``); the best passage contains every code and date the
     question names (covered); most of the question's content words are in no document; the
     best similarity of the question to a passage is below the threshold.
     """
@@ -125,6 +130,9 @@ def decide(question: str, found: Findings, settings: CoverageSettings) -> Verdic
         kinds = [UNKNOWN_LINE if t in found.unknown_lines else unknown_kind(t, question) for t in found.unknown_terms]
         kind = next((k for k in (UNKNOWN_LINE, UNKNOWN_CODE, UNKNOWN_MACHINE) if k in kinds), UNKNOWN_MACHINE)
         return Verdict(kind, "not in any document: " + ", ".join(found.unknown_terms))
+    if found.other_sites:
+        home = ", ".join(found.home_sites) or "this plant"
+        return Verdict(NOT_COVERED, f"about site {', '.join(found.other_sites)}: the documents are site {home}'s")
     if found.exact_match:
         return Verdict()
     words, absent = found.content_words, found.absent_words

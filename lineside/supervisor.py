@@ -12,10 +12,10 @@ from pathlib import Path
 
 import msgspec
 
-from lineside import broker
+from lineside import broker, metrics
 from lineside.client import ingest, wait_online
 from lineside.errors import BrokerError, LinesideError
-from lineside.security import accounts, layout, registry, secure_broker
+from lineside.security import accounts, certs, layout, registry, secure_broker
 from lineside.settings import Connection, default_data_dir
 
 SERVICES = ("retriever", "llm", "ingest", "gateway")
@@ -38,6 +38,10 @@ def _raise_stop(*_: object) -> None:
 class Supervisor:
     """Owns the child processes and their logs."""
 
+    metrics_port: int | None = None
+    """Base port of the services' /metrics (lineside/metrics.py: gateway, retriever, llm, ingest at +0..+3); None: none."""
+    metrics_host = "127.0.0.1"
+
     def __init__(
         self,
         conn: Connection,
@@ -47,10 +51,13 @@ class Supervisor:
         secure: bool = False,
         tls_port: int | None = None,
         hosts: tuple[str, ...] = (),
+        web_port: int | None = None,
     ) -> None:
         self.conn = conn
         self.data = Path(conn.data_dir)
         self.logs = self.data / "logs"
+        self.broker_log_read = 0
+        """How far ``tls_notes`` has read the broker's log."""
         self.external = external_broker
         self.services = services
         self.secure = secure
@@ -58,6 +65,10 @@ class Supervisor:
         listener of the services and the CLI (still with passwords), ``tls_port`` the devices' one."""
         self.tls_port = tls_port
         self.hosts = hosts
+        self.web_port = web_port
+        """HTTPS port of the web page (secure profile only); None: no page."""
+        self.ws_port: int | None = None
+        """Mosquitto's loopback WebSocket listener, chosen free at start, that the page's server passes through to."""
         self.broker: subprocess.Popen[bytes] | None = None
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.deaths: dict[str, list[float]] = {s: [] for s in services}
@@ -85,6 +96,9 @@ class Supervisor:
         env = self.env()
         if name != module:
             env[f"LINESIDE_{module.upper()}_CLIENT_ID"] = f"lineside-{name}"
+        if self.metrics_port:
+            env[f"LINESIDE_{module.upper()}_METRICS_PORT"] = str(metrics.service_port(self.metrics_port, name))
+            env[f"LINESIDE_{module.upper()}_METRICS_HOST"] = self.metrics_host
         if self.secure:
             env.pop("LINESIDE_MQTT_PASSWORD", None)
             env["LINESIDE_MQTT_USERNAME"] = module
@@ -93,6 +107,20 @@ class Supervisor:
                 env["LINESIDE_LLM_SHARE_GROUP"] = registry.share_group(self.data)
         with (self.logs / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
             self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{module}"], env=env, stdout=log, stderr=log)
+
+    def start_web(self) -> None:
+        """Start the web page's server (``python -m lineside.web``) with the broker's certificate."""
+        cert_dir = layout.paths(self.data).certs
+        env = self.env()
+        env.update(
+            LINESIDE_WEB_PORT=str(self.web_port),
+            LINESIDE_WEB_WS_PORT=str(self.ws_port),
+            LINESIDE_WEB_CERTFILE=str(cert_dir / "server.crt"),
+            LINESIDE_WEB_KEYFILE=str(cert_dir / "server.key"),
+        )
+        with (self.logs / "web.log").open("ab") as log:
+            self.procs["web"] = subprocess.Popen([sys.executable, "-m", "lineside.web"], env=env, stdout=log, stderr=log)
+        self.deaths.setdefault("web", [])
 
     def client_conn(self) -> Connection:
         """How the supervisor's own clients (readiness, ingest) connect: as ``admin`` when secure."""
@@ -113,27 +141,79 @@ class Supervisor:
         if not self.external and self.secure:
             if self.tls_port is None:
                 raise BrokerError("a secure broker needs a TLS port (--tls-port)")
-            self.broker = secure_broker.start_secure_broker(
-                self.data, self.tls_port, local_port=self.conn.mqtt_port, hosts=self.hosts, log_path=self.logs / "mosquitto.log"
-            )
-            self.pid_file.write_text(str(self.broker.pid))
+            if self.web_port is not None:
+                if not broker.port_free("127.0.0.1", self.web_port):
+                    raise BrokerError(f"port {self.web_port} for the web page is already taken: choose another with --web-port")
+                self.ws_port = broker.free_port()
+            self.start_broker()
         elif not self.external:
-            self.broker = broker.start(self.conn.mqtt_port, self.data / "broker", log_path=self.logs / "mosquitto.log")
+            self.start_broker()
         elif broker.port_free(self.conn.mqtt_host, self.conn.mqtt_port):
             raise BrokerError(
                 f"no broker listens on {self.conn.mqtt_host}:{self.conn.mqtt_port}: set LINESIDE_MQTT_HOST/LINESIDE_MQTT_PORT"
             )
         for name in self.services:
             self.start_service(name)
+        if self.ws_port is not None:
+            self.start_web()
+
+    def start_broker(self) -> None:
+        """Start (or start again, on the same ports and with its saved state) the box's own Mosquitto."""
+        if self.secure:
+            assert self.tls_port is not None
+            self.broker = secure_broker.start_secure_broker(
+                self.data,
+                self.tls_port,
+                local_port=self.conn.mqtt_port,
+                hosts=self.hosts,
+                log_path=self.logs / "mosquitto.log",
+                ws_port=self.ws_port,
+            )
+            self.pid_file.write_text(str(self.broker.pid))
+        else:
+            self.broker = broker.start(self.conn.mqtt_port, self.data / "broker", log_path=self.logs / "mosquitto.log")
+
+    def check_broker(self) -> list[str]:
+        """Start the box's broker again if it died (its persistence brings back the sessions and
+        queued messages; the services reconnect by themselves)."""
+        if self.broker is None or self.broker.poll() is None:
+            return []
+        now = time.monotonic()
+        deaths = self.deaths.setdefault("broker", [])
+        deaths[:] = [t for t in deaths if now - t < 600] + [now]
+        if len(deaths) > RESTART_LIMIT:
+            code, self.broker = self.broker.returncode, None  # reported once, then left alone
+            return [f"the broker keeps dying (exit {code}); left down. Last log lines:\n{self.tail('mosquitto')}"]
+        note = f"the broker exited with {self.broker.returncode}; restarting"
+        try:
+            self.start_broker()
+        except BrokerError as exc:
+            return [f"{note}: {exc}; trying again"]
+        return [note]
 
     def tail(self, name: str, lines: int = 15) -> str:
         """The last lines of a service's log."""
         path = self.logs / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
+    def tls_notes(self) -> list[str]:
+        """A plain sentence for each TLS handshake that failed since the last call (from the
+        broker's log: a device that does not trust the CA or uses a name the certificate lacks)."""
+        path = self.logs / "mosquitto.log"
+        try:
+            with path.open("rb") as f:
+                f.seek(self.broker_log_read if path.stat().st_size >= self.broker_log_read else 0)
+                chunk = f.read(1 << 20)
+        except OSError:
+            return []
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self.broker_log_read = (self.broker_log_read if path.stat().st_size >= self.broker_log_read else 0) + len(complete)
+        return certs.tls_failures(complete.decode("utf-8", errors="replace").splitlines())
+
     def check(self) -> list[str]:
-        """Restart services that died; return messages about what happened."""
-        notes = []
+        """Restart the broker and services that died; return messages about what happened (and
+        about devices whose TLS handshake failed)."""
+        notes = self.check_broker() + self.tls_notes()
         for name, proc in list(self.procs.items()):
             if proc.poll() is None:
                 continue
@@ -144,7 +224,10 @@ class Supervisor:
                 del self.procs[name]
                 continue
             notes.append(f"{name} exited with {proc.returncode}; restarting")
-            self.start_service(name)
+            if name == "web":
+                self.start_web()
+            else:
+                self.start_service(name)
         return notes
 
     def stop(self) -> None:
@@ -195,6 +278,16 @@ def _ask_hint(sup: Supervisor, conn: Connection, password: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _web_hint(sup: Supervisor, demo_password: str | None) -> str:
+    """The web page's address(es), printed by `lineside up` (docs/web.md)."""
+    if sup.ws_port is None:
+        return ""
+    urls = [f"https://{h}:{sup.web_port}/" for h in (*sup.hosts, "127.0.0.1")]
+    login = f" (the demo device: demo / {demo_password})" if demo_password else ""
+    ca = layout.paths(sup.data).certs / "ca.crt"
+    return f"  Web page: {' '.join(urls)}{login}; log in as a device; phones and tablets trust {ca}\n"
+
+
 def up(
     conn: Connection,
     *,
@@ -204,11 +297,23 @@ def up(
     secure: bool = False,
     tls_port: int | None = None,
     hosts: tuple[str, ...] = (),
+    web_port: int | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> int:
     """Run everything until SIGINT/SIGTERM."""
     signal.signal(signal.SIGTERM, _raise_stop)
     names = service_names(llm_workers)
-    sup = Supervisor(conn, external_broker=external_broker, services=names, secure=secure, tls_port=tls_port, hosts=hosts)
+    sup = Supervisor(
+        conn,
+        external_broker=external_broker,
+        services=names,
+        secure=secure,
+        tls_port=tls_port,
+        hosts=hosts,
+        web_port=web_port if secure and not external_broker else None,
+    )
+    sup.metrics_port, sup.metrics_host = metrics_port or None, metrics_host
     try:
         demo = registry.demo_device(sup.data) if secure else None  # before the broker reads its password file
         sup.start()
@@ -218,6 +323,12 @@ def up(
             f"broker: {'external' if external_broker else 'mosquitto'} on {where}; data in {sup.data}; logs in {sup.logs}",
             flush=True,
         )
+        if secure:
+            cp = certs.CertPaths(*(layout.paths(sup.data).certs / n for n in ("ca.crt", "ca.key", "server.crt", "server.key")))
+            print(
+                f"TLS certificate covers: {', '.join(certs.server_names(cp))} (devices: `lineside certs export DIR` for the CA)",
+                flush=True,
+            )
         print("starting services (loading models)...", flush=True)
         online = asyncio.run(wait_online(client, names, START_TIMEOUT_S))
         missing = set(names) - online
@@ -232,6 +343,9 @@ def up(
                 print(f"error: {name} did not come online. Last log lines:\n{sup.tail(name)}", file=sys.stderr)
             return 1
         print("all services online: " + ", ".join(names), flush=True)
+        if sup.metrics_port:
+            urls = (f"{n} http://{metrics_host}:{metrics.service_port(sup.metrics_port, n)}/metrics" for n in names)
+            print("metrics (Prometheus): " + ", ".join(urls), flush=True)
         if ingest_paths:
             files = [
                 p
@@ -242,7 +356,7 @@ def up(
             for name, ev in sorted(results.items()):
                 detail = f"{ev.get('chunks', 0)} chunks" if ev["stage"] != "failed" else ev.get("reason", "")
                 print(f"  {ev['stage']:9} {name}: {detail}", flush=True)
-        print("\nAsk a question:\n" + _ask_hint(sup, conn, demo) + "Press Ctrl-C to stop.", flush=True)
+        print("\nAsk a question:\n" + _ask_hint(sup, conn, demo) + _web_hint(sup, demo) + "Press Ctrl-C to stop.", flush=True)
         while True:
             time.sleep(1.0)
             for note in sup.check():

@@ -237,3 +237,23 @@ def step_lines(text: str) -> list[int]:
     lines = [ln for ln in text.splitlines() if ln.strip()]
     found = [i for i, ln in enumerate(lines) if STEP.match(ln)]
     return found if len(found) >= MIN_STEPS else []
+
+
+_ZH_NUMERALS = {"一": "1", "二": "2", "三": "3", "四": "4", "五": "5", "六": "6", "七": "7", "八": "8", "九": "9", "十": "10"}
+SITE_MENTION = re.compile(
+    r"\b(?:plant|site|factory|mill|works|werk|usine)\s*-?\s*(\d{1,2})(?![\d.])|(?<![\d一二三四五六七八九十])(\d{1,2}|[一二三四五六七八九十])\s*号?\s*厂(?![商家区内外房长])",
+    re.IGNORECASE,
+)
+"""A numbered site of a company: "Plant 3", "PLANT3", "Site 2", "Werk 1", "三厂", "2号厂"."""
+
+
+def site_mentions(text: str) -> list[str]:
+    """The numbered sites ``text`` names, as their numbers ("Plant 3" and "三厂" are both "3").
+
+    Serves companies with several plants that number them: documents say which plant they are
+    for, and technicians ask about "the sister plant", "Plant 2", "二厂"."""
+    out = []
+    for m in SITE_MENTION.finditer(text):
+        number = m.group(1) or m.group(2)
+        out.append(_ZH_NUMERALS.get(number, number).lstrip("0") or "0")
+    return list(dict.fromkeys(out))

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from schemas.messages import MAX_QUESTION_CHARS, Answer, AskRequest, StreamDelta
+from schemas.messages import MAX_QUESTION_CHARS, Answer, AskRequest, StreamDelta, StreamSources
 
 MSGPACK = "application/msgpack"
 MAX_PAYLOAD_BYTES = 16 * 1024
@@ -27,7 +27,7 @@ _json_encoder = msgspec.json.Encoder()
 class BadRequest(ValueError):
     """A device payload that cannot become a question; ``code`` is machine-readable."""
 
-    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
+    def __init__(self, code: str, message: str, request_id: str | int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -45,7 +45,7 @@ def decoder(inbox: Any) -> msgspec.msgpack.Decoder[Any]:
     return msgspec.msgpack.Decoder(inbox)
 
 
-def encode_answer(answer: Answer | StreamDelta, *, msgpack: bool) -> bytes:
+def encode_answer(answer: Answer | StreamDelta | StreamSources, *, msgpack: bool) -> bytes:
     """Encode the device-facing answer: MessagePack for a MessagePack request, JSON otherwise."""
     return _encoder.encode(answer) if msgpack else _json_encoder.encode(answer)
 
@@ -94,7 +94,9 @@ def _convert(obj: Any) -> AskRequest:
     try:
         return _convert_object(obj)
     except BadRequest as exc:
-        if isinstance(rid, str) and 0 < len(rid) <= 128:
+        if (isinstance(rid, str) and 0 < len(rid) <= 128) or (
+            isinstance(rid, int) and not isinstance(rid, bool) and -(2**63) <= rid < 2**63
+        ):
             exc.request_id = rid
         raise
 

@@ -23,11 +23,18 @@ class _Msg(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 # ---------------------------------------------------------------- device edge
 
 
+RequestId = str | int
+"""A device's request id: a string, or an integer as a PLC's or SCADA's tag holds it. Answers,
+stream pieces and rejections carry it back as the device sent it."""
+
+_DeviceRequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
 class AskRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
     """A device's question, after decoding JSON/MessagePack or plain text."""
 
     question: Annotated[str, msgspec.Meta(min_length=1)]
-    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    request_id: _DeviceRequestId | None = None
     line: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     lang: Annotated[str, msgspec.Meta(min_length=2, max_length=16)] | None = None
     stream: bool = False
@@ -35,6 +42,8 @@ class AskRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Only passages that name this machine (model or asset tag) in their document name, headings or text."""
     doc_type: Literal["pdf", "spreadsheet", "word", "wiki", "text"] | None = None
     """Only documents of this type."""
+    early_sources: bool = False
+    """With ``stream``: the passages found are sent on ``<answer topic>/sources`` before the model writes."""
 
 
 class Source(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,7 +80,7 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     The v1 fields are always present; ``error`` only when status is rejected, busy or error.
     """
 
-    request_id: str
+    request_id: RequestId
     status: Status
     answer: str
     sources: list[Source]
@@ -79,8 +88,13 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     latency_ms: float
     error: ErrorInfo | None = None
     cached: bool = False
-    """True when the same question was answered from the same passages before and the answer
-    was taken from the cache instead of the model (present only when true)."""
+    """True when the answer was in the cache when the question arrived: the same question was
+    answered from the same passages before (present only when true). A question asked while an
+    identical one is being answered waits for that answer and is not marked cached."""
+    answer_short: str = ""
+    """``answer`` for an HMI text field of 40 to 80 characters: its first sentence without the
+    [n] marks, at most ``ANSWER_SHORT_CHARS`` characters (cut at a word with "…"); on a fallback,
+    busy, error or rejection the short form of its message (present only when not empty)."""
     evidence: list[Evidence] = []
     """The sources' own lines that state what was asked, each with its source number (present
     only when there are any); ``answer`` holds the model's text alone."""
@@ -95,10 +109,64 @@ class StreamDelta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     and is the one to keep (the model may still fall back after streaming text).
     """
 
-    request_id: str
+    request_id: RequestId
     seq: int
     delta: str
     final: bool = False
+
+
+class StreamSources(msgspec.Struct, frozen=True, kw_only=True):
+    """The passages found for a streamed question, on ``<answer topic>/sources``, sent as soon as
+    retrieval is done and before the model writes: a page shows the evidence first."""
+
+    request_id: RequestId
+    sources: list[Source]
+
+
+class SourceRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """A device asks to see a source of an answer (JSON on ``lineside/v1/source/<device>``)."""
+
+    doc: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    locator: Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    quote: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    """Lines to highlight on a PDF page (an answer's evidence text; lines joined by " / ")."""
+    what: Literal["source", "device"] = "source"
+    """``device``: instead of a source, the asking device's own name and line (the page shows them)."""
+
+
+class TableRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of a spreadsheet, with its row number as the locator counts it."""
+
+    n: int
+    cells: list[str]
+
+
+class SourceView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a device sees of a source (JSON on ``lineside/v1/answer/<device>/source``).
+
+    ``kind`` says which fields are set: ``page`` (a PDF page as a PNG image, base64, with the quoted
+    lines' boxes as fractions of the page: x0, y0, x1, y1 from the top left), ``table`` (the header
+    and the rows around ``row``), ``text`` (the section's text), ``device`` (the asking device's
+    ``line``, "" for plant-wide), ``error`` (``error`` says why).
+    """
+
+    request_id: str
+    doc: str
+    locator: str
+    kind: Literal["page", "table", "text", "device", "error"]
+    image_png: str = ""
+    width: int = 0
+    height: int = 0
+    marks: list[list[float]] = []
+    header: list[str] = []
+    rows: list[TableRow] = []
+    row: int = 0
+    text: str = ""
+    line: str = ""
+    role: str = ""
+    """``device`` or ``operator`` (kind ``device`` only): the web page shows its operator section to an operator."""
+    error: ErrorInfo | None = None
 
 
 # ---------------------------------------------------------------- internal
@@ -154,6 +222,11 @@ class RetrieveReply(_Msg, tag="retrieve.reply.v1", frozen=True, kw_only=True):
     unknown_lines: list[str] = []
     """Those of ``unknown_terms`` that name a production line the plant does not have ("Line 4",
     "WL-3" where the plant's tables know WL-1 and WL-2)."""
+    other_sites: list[str] = []
+    """Sites the question names ("Plant 2", "二厂") that are not the ones the documents are about and
+    that its best passage does not name: a question about the sister plant."""
+    home_sites: list[str] = []
+    """The sites the documents are about ("Plant 3" as "3"), when ``other_sites`` is set."""
     best_score: float | None = None
     """The highest cosine similarity between the whole question and the passages of its own
     search: what the fallback threshold compares (for a multi-part question, passages found for one
@@ -298,7 +371,122 @@ class KbListReply(_Msg, tag="kb.list.reply.v1", frozen=True, kw_only=True):
     documents: list[DocumentInfo]
 
 
-RetrieverInbox = RetrieveRequest | IndexChunks | DeleteDocument | KbListRequest
+class VersionInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One version of a document: the live one, or an earlier one kept for rollback."""
+
+    version: str
+    ingested_at: float
+    chunks: int
+    live: bool = False
+    replaced_at: float | None = None
+
+
+class KbHistoryRequest(_Msg, tag="kb.history.v1", frozen=True, kw_only=True):
+    """Ask the retriever for a document's versions (operator accounts: the KB topic's ACL)."""
+
+    request_id: str
+    reply_to: str
+    doc: str
+
+
+class KbHistoryReply(_Msg, tag="kb.history.reply.v1", frozen=True, kw_only=True):
+    """A document's live version first, then the earlier ones kept, newest first."""
+
+    request_id: str
+    doc: str
+    versions: list[VersionInfo] = msgspec.field(default_factory=list)
+    error: str = ""
+
+
+class KbRollbackRequest(_Msg, tag="kb.rollback.v1", frozen=True, kw_only=True):
+    """Make an earlier version of a document live again (``to``: its version or sha256 prefix; empty: the newest earlier one)."""
+
+    request_id: str
+    reply_to: str
+    doc: str
+    to: str = ""
+
+
+class KbRollbackReply(_Msg, tag="kb.rollback.reply.v1", frozen=True, kw_only=True):
+    """The version now live, or why nothing changed."""
+
+    request_id: str
+    doc: str
+    version: str = ""
+    chunks: int = 0
+    error: str = ""
+
+
+# ---------------------------------------------------------------- audit (operator accounts only)
+
+
+class AuditSource(msgspec.Struct, frozen=True, kw_only=True):
+    """A source an audited answer named: the document and the place in it."""
+
+    doc: str
+    locator: str
+
+
+class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One question and the answer it got, as kept in the audit log (lineside/audit.py)."""
+
+    ts: float
+    """When the answer was sent (Unix time, UTC)."""
+    request_id: str
+    device: str
+    """The asking device ("" for the shared ask topic of the operator's tools)."""
+    question: str
+    """The question as asked ("" when the payload could not be read as one)."""
+    status: Status
+    line: str | None = None
+    reason: str = ""
+    """The fallback reason, or the error code of a rejected, busy or failed question."""
+    answer: str = ""
+    sources: list[AuditSource] = []
+    model: str = ""
+    latency_ms: float = 0.0
+    retrieval_ms: float = 0.0
+    generation_ms: float = 0.0
+    ttft_ms: float = 0.0
+
+
+class GapGroup(msgspec.Struct, frozen=True, kw_only=True):
+    """Questions the documents did not answer (fell back or rejected) that say much the same thing."""
+
+    question: str
+    """The most recent question of the group."""
+    count: int
+    questions: list[str]
+    """Up to five different wordings, most recent first."""
+    reasons: list[str]
+    """Fallback reasons and rejection codes, most frequent first."""
+    last_ts: float
+
+
+class AuditQuery(_Msg, tag="audit.query.v1", frozen=True, kw_only=True):
+    """An operator's tool asks the gateway for audit records (or the knowledge-gap report)."""
+
+    request_id: str
+    reply_to: str
+    """Must be under ``lineside/v1/audit/reply/``; anything else is ignored."""
+    since: float | None = None
+    device: str | None = None
+    status: Status | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 1000
+    gaps: bool = False
+    """Reply with the knowledge-gap report instead of records."""
+
+
+class AuditReply(_Msg, tag="audit.reply.v1", frozen=True, kw_only=True):
+    """Audit records oldest first, or the knowledge-gap report; ``error`` set when the query failed."""
+
+    request_id: str
+    records: list[AuditRecord] = []
+    gaps: list[GapGroup] = []
+    error: str | None = None
+
+
+RetrieverInbox = RetrieveRequest | IndexChunks | DeleteDocument | KbListRequest | KbHistoryRequest | KbRollbackRequest
 GatewayInbox = RetrieveReply | GenerateReply | GenerateDelta
 LlmInbox = GenerateRequest
 IngestInbox = IngestDocument | IngestPart

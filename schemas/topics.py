@@ -21,6 +21,20 @@ INGEST_STATUS = f"{ROOT}/ingest/status"
 STATUS_ALL = f"{ROOT}/status/+"
 """Every service's retained online/offline status."""
 
+AUDIT_QUERY = f"{ROOT}/audit/query"
+"""The audit log, asked by operator accounts (never devices): ``audit.query.v1`` in, reply on ``audit_reply``."""
+AUDIT_REPLY_ROOT = f"{ROOT}/audit/reply"
+
+BROKER_SYS = "$SYS/broker"
+"""Mosquitto's own figures, published every ``sys_interval`` (10 s)."""
+BROKER_STATS = tuple(f"{BROKER_SYS}/{t}" for t in ("clients/connected", "messages/received", "messages/sent", "publish/messages/dropped"))
+"""The broker figures the gateway exports as metrics."""
+
+SOURCE = f"{ROOT}/source"
+"""Devices ask to see a source (a PDF page, a table row, a section) on ``source/<device>``; the
+ingest service, which keeps the documents, replies on ``answer/<device>/source``."""
+SOURCE_FILTER = f"{SOURCE}/+"
+
 INTERNAL = f"{ROOT}/internal"
 RETRIEVE = f"{INTERNAL}/retriever/search"
 INDEX = f"{INTERNAL}/retriever/index"
@@ -64,6 +78,32 @@ def stream_topic(answer_topic: str) -> str:
     return f"{answer_topic}/stream"
 
 
+def sources_topic(answer_topic: str) -> str:
+    """Topic for the passages found for a streamed question, sent before the answer is written."""
+    return f"{answer_topic}/sources"
+
+
+def source_device(device: str) -> str:
+    """Topic where a device asks to see a source."""
+    return f"{SOURCE}/{level(device, 'device')}"
+
+
+def source_reply(device: str) -> str:
+    """Topic where a device receives the source it asked to see."""
+    return f"{answer_device(device)}/source"
+
+
+def device_of_source(topic: str) -> str | None:
+    """Device name from ``lineside/v1/source/<device>``, else None."""
+    prefix = SOURCE + "/"
+    if not topic.startswith(prefix):
+        return None
+    try:
+        return level(topic[len(prefix) :], "device")
+    except TopicError:
+        return None
+
+
 def status(service: str) -> str:
     """Retained online/offline status of one service."""
     return f"{ROOT}/status/{level(service, 'service')}"
@@ -85,6 +125,11 @@ def shared(group: str, topic_filter: str) -> str:
 def reply_inbox(client_id: str) -> str:
     """Private inbox where a client receives replies to its internal requests."""
     return f"{INTERNAL}/reply/{level(client_id, 'client id')}"
+
+
+def audit_reply(client_id: str) -> str:
+    """Where an operator's tool receives its audit replies."""
+    return f"{AUDIT_REPLY_ROOT}/{level(client_id, 'client id')}"
 
 
 def device_of_ask(topic: str) -> str | None:

@@ -25,6 +25,7 @@ class FakeBus:
         self.respond = respond
         self._inbound: asyncio.Queue[Inbound] = asyncio.Queue()
         self._published = asyncio.Event()
+        self.acked: list[Inbound] = []
 
     def put(self, topic: str, payload: bytes, **props: Any) -> None:
         """Deliver one message to whoever reads ``messages``."""
@@ -39,9 +40,12 @@ class FakeBus:
                 self.put(t, p)
 
     async def messages(self) -> AsyncIterator[Inbound]:
-        """What was put in, in order; waits for more."""
+        """What was put in, in order; waits for more. Each is recorded in ``acked`` once the consumer
+        comes back for the next (when a manual-ack bus acknowledges it)."""
         while True:
-            yield await self._inbound.get()
+            m = await self._inbound.get()
+            yield m
+            self.acked.append(m)
 
     async def until(self, check: Callable[[], object]) -> None:
         """Wait until ``check()`` is true, looking again after every publish."""

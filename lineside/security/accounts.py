@@ -33,6 +33,9 @@ class Account(msgspec.Struct, frozen=True, kw_only=True):
     line: str | None = None
     can_ingest: bool = False
     password_hash: str = ""
+    role: Literal["device", "operator"] = "device"
+    """A device account's role: an ``operator`` may also send and delete documents and list the
+    knowledge base (the web page's operator section; ``lineside user add NAME --role operator``)."""
 
 
 def check_device_name(name: str) -> str:

@@ -33,6 +33,9 @@ def _service_rules(name: str, gateway_client_id: str) -> list[tuple[str, str]]:
             ("write", topics.GENERATE),
             ("read", topics.reply_inbox(gateway_client_id)),
             ("read", topics.STATUS_ALL),  # answers "unavailable" at once when the retriever or every LLM worker is offline
+            ("read", topics.AUDIT_QUERY),  # operator accounts query the audit log it keeps; devices may not publish there
+            ("write", f"{topics.AUDIT_REPLY_ROOT}/#"),
+            *(("read", t) for t in topics.BROKER_STATS),  # exported as metrics
             status,
         ]
     if name == "retriever":
@@ -41,7 +44,9 @@ def _service_rules(name: str, gateway_client_id: str) -> list[tuple[str, str]]:
         workers = [("readwrite", topics.status(f"llm-{i}")) for i in range(2, LLM_WORKERS_MAX + 1)]
         return [("read", topics.GENERATE), ("write", _REPLIES), status, *workers]
     if name == "ingest":
-        return [("read", _INGEST), ("write", topics.INDEX), ("write", topics.INGEST_STATUS), status]
+        # It keeps the documents, so it shows their pages and rows to the device that asks (web page).
+        sources = [("read", topics.SOURCE_FILTER), ("write", f"{topics.ANSWER_ROOT}/+/source")]
+        return [("read", _INGEST), ("write", topics.INDEX), ("write", topics.INGEST_STATUS), *sources, status]
     if name == ADMIN:
         return [("readwrite", _EVERYTHING)]
     raise ConfigError(f"unknown built-in account {name!r}")
@@ -54,12 +59,19 @@ def _device_rules(device: Account) -> list[tuple[str, str]]:
     # hang on that). MQTT 5 devices publish to it with a Response Topic under their answer tree.
     rules = [
         ("write", topics.ask_device(device.name)),
+        ("write", topics.source_device(device.name)),  # to see a source of an answer (reply under its answers)
         ("read", answers),
         ("read", f"{answers}/#"),
         ("read", topics.STATUS_ALL),
     ]
     if device.can_ingest:
         rules += [("write", topics.INGEST_DOCUMENT), ("read", topics.INGEST_STATUS)]
+    if device.role == "operator":
+        # The web page's operator section: list the knowledge base (reply on its own inbox) and
+        # delete documents (index.delete.v1 on the index topic, as `lineside kb delete` does).
+        rules += [("write", topics.KB), ("read", topics.reply_inbox(device.name)), ("write", topics.INDEX)]
+        # The audit log the gateway keeps: who asked what (docs/operations.md); never for devices.
+        rules += [("write", topics.AUDIT_QUERY), ("read", topics.audit_reply(device.name))]
     return rules
 
 

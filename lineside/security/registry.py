@@ -121,8 +121,11 @@ def write_files(data_dir: Path) -> None:
 # Devices
 
 
-def add_device(data_dir: Path, name: str, line: str | None = None, can_ingest: bool = False) -> str:
-    """Register a device and return its new password: it is shown once and stored only as a hash."""
+def add_device(data_dir: Path, name: str, line: str | None = None, can_ingest: bool = False, role: str = "device") -> str:
+    """Register a device (or, with ``role="operator"``, an operator) and return its new password:
+    it is shown once and stored only as a hash."""
+    if role not in ("device", "operator"):
+        raise ConfigError(f"unknown role {role!r}: use device or operator")
     check_device_name(name)
     if line is not None and (not line.strip() or any(ord(ch) < 32 for ch in line)):
         raise ConfigError(f"invalid line {line!r}: give a non-empty name on one line, e.g. 'Line 3'")
@@ -132,7 +135,16 @@ def add_device(data_dir: Path, name: str, line: str | None = None, can_ingest: b
         if any(a.name == name for a in accounts):
             raise ConfigError(f"device {name!r} already exists: remove it first to issue a new password")
         password = secrets.token_urlsafe(DEVICE_PASSWORD_BYTES)
-        accounts.append(Account(name=name, kind="device", line=line, can_ingest=can_ingest, password_hash=hash_password(password)))
+        accounts.append(
+            Account(
+                name=name,
+                kind="device",
+                line=line,
+                can_ingest=can_ingest or role == "operator",
+                password_hash=hash_password(password),
+                role="operator" if role == "operator" else "device",
+            )
+        )
         _write_broker_files(sp, _ordered(accounts))
     return password
 

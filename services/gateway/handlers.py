@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from lineside.text import has_cjk, normalise_line
 from schemas import codec, topics
-from schemas.messages import Answer, AskRequest, ErrorInfo, Evidence, FallbackReason, Passage, Source
+from schemas.messages import Answer, AskRequest, ErrorInfo, Evidence, FallbackReason, Passage, RequestId, Source
 
 SNIPPET_CHARS = 240
 """Enough of a passage for a person to recognise it on a handheld screen."""
@@ -51,9 +51,10 @@ def route_of(topic: str, response_topic: str | None, correlation_data: bytes | N
     return Route(reply_topic=reply, correlation_data=correlation_data, msgpack=msgpack, device=device, verified=verified)
 
 
-def request_id_of(req: AskRequest | None, correlation_data: bytes | None) -> str:
-    """The device's request id, else its correlation data as text, else a new id."""
-    if req is not None and req.request_id:
+def request_id_of(req: AskRequest | None, correlation_data: bytes | None) -> RequestId:
+    """The device's request id as it sent it (a string or an integer), else its correlation data
+    as text, else a new id."""
+    if req is not None and req.request_id is not None:
         return req.request_id
     if correlation_data:
         try:
@@ -66,6 +67,11 @@ def request_id_of(req: AskRequest | None, correlation_data: bytes | None) -> str
     return uuid.uuid4().hex
 
 
+def question_key(device: str | None, request_id: RequestId) -> str:
+    """What identifies a question: its device and request id (a copy with both is a duplicate)."""
+    return f"{device or '-'}/{request_id}"
+
+
 def language(req: AskRequest) -> str:
     """'zh' for a Chinese question (or lang given as zh*), else 'en'."""
     if req.lang:
@@ -73,13 +79,43 @@ def language(req: AskRequest) -> str:
     return "zh" if has_cjk(req.question) else "en"
 
 
-def fallback(request_id: str, message: str, latency_ms: float, reason: FallbackReason) -> Answer:
+ANSWER_SHORT_CHARS = 80
+"""The longest ``answer_short``: an HMI string tag of 80 characters (a Siemens STRING[80], a
+WinCC text field) holds it whole."""
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“(])|(?<=[。！？；])|\n")
+
+
+def short(text: str, limit: int = ANSWER_SHORT_CHARS) -> str:
+    """The first sentence of ``text`` without citation marks, at most ``limit`` characters: cut at
+    the last word that fits (anywhere in Chinese, which has no spaces), marked with "…"."""
+    plain = re.sub(r"\s+(?=[,.;:!?，。；：！？])", "", " ".join(_CITE.sub("", text).split()))
+    first = next((s.strip() for s in _SENTENCE.split(plain) if s.strip()), "")
+    first = " ".join(first.split())
+    if len(first) <= limit:
+        return first
+    cut = first[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2 and not has_cjk(cut[space:]):
+        cut = cut[:space]
+    return cut.rstrip(" ,;:，、") + "…"
+
+
+def fallback(request_id: RequestId, message: str, latency_ms: float, reason: FallbackReason) -> Answer:
     """The 'contact technical support' answer with why (``lineside.coverage`` reason codes, or
     ``model_unsure`` when the model found no answer in the passages it was given)."""
-    return Answer(request_id=request_id, status="fallback", answer=message, sources=[], model="", latency_ms=latency_ms, reason=reason)
+    return Answer(
+        request_id=request_id,
+        status="fallback",
+        answer=message,
+        sources=[],
+        model="",
+        latency_ms=latency_ms,
+        reason=reason,
+        answer_short=short(message),
+    )
 
 
-def rejected(request_id: str, code: str, message: str, latency_ms: float = 0.0) -> Answer:
+def rejected(request_id: RequestId, code: str, message: str, latency_ms: float = 0.0) -> Answer:
     """A 'rejected' answer saying what was wrong with the input."""
     return Answer(
         request_id=request_id,
@@ -89,10 +125,11 @@ def rejected(request_id: str, code: str, message: str, latency_ms: float = 0.0) 
         model="",
         latency_ms=latency_ms,
         error=ErrorInfo(code=code, message=message),
+        answer_short=short(message),
     )
 
 
-def failed(request_id: str, status: str, code: str, message: str, latency_ms: float, passages: Sequence[Passage] = ()) -> Answer:
+def failed(request_id: RequestId, status: str, code: str, message: str, latency_ms: float, passages: Sequence[Passage] = ()) -> Answer:
     """A 'busy' or 'error' answer; ``passages`` found before the failure are listed as sources."""
     assert status in ("busy", "error")
     return Answer(
@@ -103,6 +140,7 @@ def failed(request_id: str, status: str, code: str, message: str, latency_ms: fl
         model="",
         latency_ms=latency_ms,
         error=ErrorInfo(code=code, message=message),
+        answer_short=short(message),
     )
 
 
@@ -171,7 +209,7 @@ def attribute(text: str, passages: Sequence[Passage]) -> list[int]:
 
 
 def compose(
-    request_id: str,
+    request_id: RequestId,
     text: str,
     passages: Sequence[Passage],
     model: str,
@@ -179,12 +217,15 @@ def compose(
     *,
     quotes: Sequence[tuple[int, str]] = (),
 ) -> Answer:
-    """The answered reply: sources are the passages the text cites (renumbered in citation
-    order) or, when it cites none, the passages that support its facts; then those a quote comes
-    from. ``quotes`` (0-based passage index, the source's own line) become ``evidence`` with
-    their source numbers; ``answer`` is the model's text alone."""
-    order = cited(text, len(passages)) or attribute(text, passages)
-    order += [i + 1 for i, _ in quotes if 0 <= i < len(passages) and i + 1 not in order]
+    """The answered reply. Sources: the passages the text cites, in the order it first cites them
+    (renumbered [1], [2] …), then the others it draws on (those that support its facts when it
+    cites none, and those a quote comes from), highest score first. ``quotes`` (0-based passage
+    index, the source's own line) become ``evidence`` with their source numbers; ``answer`` is
+    the model's text alone."""
+    order = cited(text, len(passages))
+    drawn = [] if order else attribute(text, passages)
+    drawn += [i + 1 for i, _ in quotes if 0 <= i < len(passages) and i + 1 not in order and i + 1 not in drawn]
+    order += sorted(drawn, key=lambda k: -passages[k - 1].score)
     renumber = {old: new for new, old in enumerate(order, 1)}
 
     def _sub(m: re.Match[str]) -> str:
@@ -203,7 +244,14 @@ def compose(
     ]
     evidence = [Evidence(source=renumber[i + 1], text=q) for i, q in quotes if i + 1 in renumber]
     return Answer(
-        request_id=request_id, status="answered", answer=text, sources=sources, model=model, latency_ms=latency_ms, evidence=evidence
+        request_id=request_id,
+        status="answered",
+        answer=text,
+        sources=sources,
+        model=model,
+        latency_ms=latency_ms,
+        evidence=evidence,
+        answer_short=short(text),
     )
 
 

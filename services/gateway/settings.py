@@ -28,6 +28,23 @@ class GatewaySettings(Connection, kw_only=True):
         float, msgspec.Meta(description="Questions per minute one device may ask on average (0: no limit)", ge=0)
     ] = 30.0
     rate_burst: Annotated[int, msgspec.Meta(description="Questions one device may ask at once before the rate applies", ge=1)] = 10
+    worker_deadline_s: Annotated[
+        float,
+        msgspec.Meta(
+            description="How long a question waits for a retriever or LLM that went away to come back, counted from its arrival "
+            "(a device's Message Expiry takes its place when given); then 'error'",
+            gt=0,
+        ),
+    ] = 60.0
+    journal_keep_s: Annotated[
+        float,
+        msgspec.Meta(
+            description="How long an answered question's device and request id are remembered: a copy within it gets no answer", gt=0
+        ),
+    ] = 3600.0
+    audit_retention_days: Annotated[
+        float, msgspec.Meta(description="Days the audit log keeps each question and answer (0: forever; at least 1 otherwise)", ge=0)
+    ] = 365.0
     accounts_file: Annotated[
         str,
         msgspec.Meta(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lineside.log import configure
+from lineside.metrics import IngestMetrics
 from lineside.runtime import run
 from lineside.settings import load
 from services.ingest.inbox import DropFolder
@@ -25,7 +26,9 @@ async def main() -> None:
         max_active=settings.max_transfers,
     )
     try:
-        await IngestService(settings, inbox, transfers, log).run()
+        metrics = IngestMetrics()
+        metrics.serve_from_env(log)
+        await IngestService(settings, inbox, transfers, log, metrics=metrics).run()
     finally:
         transfers.close()
 

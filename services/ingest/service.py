@@ -6,20 +6,24 @@ import asyncio
 import hashlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from lineside.bus import Bus, run_forever
+from lineside.bus import Bus, Inbound, run_forever
 from lineside.errors import DocumentError
+from lineside.metrics import IngestMetrics
 from lineside.runtime import Counters, decoded
+from lineside.security.registry import list_devices
 from schemas import codec, topics
-from schemas.messages import IngestDocument, IngestInbox, IngestPart, IngestStatus
+from schemas.messages import ErrorInfo, IngestDocument, IngestInbox, IngestPart, IngestStatus, SourceRequest, SourceView
 from services.ingest.handlers import doc_id_of, process
 from services.ingest.inbox import DropFolder
 from services.ingest.settings import IngestSettings
+from services.ingest.sourceview import Library
 from services.ingest.transfer import Assembled, Failed, Transfers
 
 
@@ -43,7 +47,9 @@ class IngestService:
     thread so a large PDF never stalls the pieces of the next one.
     """
 
-    def __init__(self, settings: IngestSettings, inbox: DropFolder, transfers: Transfers, log: Any) -> None:
+    def __init__(
+        self, settings: IngestSettings, inbox: DropFolder, transfers: Transfers, log: Any, *, metrics: IngestMetrics | None = None
+    ) -> None:
         self.settings = settings
         self.inbox = inbox
         self.transfers = transfers
@@ -56,7 +62,12 @@ class IngestService:
         self.jobs: asyncio.Queue[Job] = asyncio.Queue()
         self.pending: set[str] = set()  # drop-folder file names queued or being parsed
         self._decode = codec.decoder(IngestInbox)
+        self.metrics = metrics or IngestMetrics()
+        self.metrics.watch(self.counters)
+        self.metrics.queue_depth.set_function(lambda: self.jobs.qsize())  # the queue is replaced on each connection
         self._json = msgspec.json.Encoder()
+        self.library = Library(Path(settings.data_dir) / "documents")
+        """The documents as ingested, shown to devices on ``lineside/v1/source/<device>`` (the web page)."""
 
     def prepare(self) -> None:
         """Empty the spool: transfers of an earlier run cannot be resumed."""
@@ -95,6 +106,7 @@ class IngestService:
     async def on_failed(self, bus: Bus, f: Failed) -> None:
         """Report a piecewise transfer that was refused, broke or stalled."""
         self.counters.inc("failed")
+        self.metrics.documents.labels("failed").inc()
         self.log.warning("ingest_failed", doc=f.name, request_id=f.request_id, reason=f.reason, source="pieces")
         await self._status(bus, IngestStatus(request_id=f.request_id, doc=f.name, stage="failed", reason=f.reason))
 
@@ -110,16 +122,24 @@ class IngestService:
             msg = await asyncio.to_thread(process, doc, self.max_bytes)
         except DocumentError as exc:
             self.counters.inc("failed")
+            self.metrics.documents.labels("failed").inc()
             self.log.warning("ingest_failed", doc=doc.name, request_id=doc.request_id, reason=exc.reason)
             await self._status(bus, IngestStatus(request_id=doc.request_id, doc=doc.name, stage="failed", reason=exc.reason))
             return exc.reason
         except Exception as exc:  # a parser bug must not take the service down with the batch
             self.counters.inc("failed")
+            self.metrics.documents.labels("failed").inc()
             self.log.exception("ingest_crashed", doc=doc.name, request_id=doc.request_id)
             reason = f"could not parse: {type(exc).__name__}: {exc}"
             await self._status(bus, IngestStatus(request_id=doc.request_id, doc=doc.name, stage="failed", reason=reason))
             return reason
         await bus.publish(topics.INDEX, codec.encode(msg))
+        try:
+            await asyncio.to_thread(self.library.save, doc.name, doc.content)
+        except OSError as exc:  # the document is indexed all the same; only its page view is missing
+            self.log.warning("document_not_kept", doc=doc.name, reason=str(exc))
+        self.metrics.documents.labels("parsed").inc()
+        self.metrics.chunks.inc(len(msg.chunks))
         await self._status(
             bus, IngestStatus(request_id=doc.request_id, doc=doc.name, doc_id=doc_id_of(doc.name), stage="parsed", chunks=len(msg.chunks))
         )
@@ -167,8 +187,42 @@ class IngestService:
         self.pending.add(path.name)
         self.jobs.put_nowait(Dropped(IngestDocument(request_id=uuid.uuid4().hex, name=path.name, content=data, sha256=sha), path))
 
+    async def on_source(self, bus: Bus, device: str, payload: bytes) -> None:
+        """A device asks to see a source of an answer (or its own line): reply under its answers."""
+        t = time.perf_counter()
+        try:
+            req = msgspec.json.decode(payload, type=SourceRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            error = ErrorInfo(code="invalid_request", message=f"send JSON with doc and locator: {exc}")
+            view = SourceView(request_id="", doc="", locator="", kind="error", error=error)
+        else:
+            rid = req.request_id or uuid.uuid4().hex
+            if req.what == "device":
+                account = next((a for a in await asyncio.to_thread(list_devices, Path(self.settings.data_dir)) if a.name == device), None)
+                line, role = ((account.line or ""), account.role) if account else ("", "device")
+                view = SourceView(request_id=rid, doc="", locator="", kind="device", line=line, role=role)
+            else:
+                view = await asyncio.to_thread(self.library.view, req, rid)
+        await bus.publish(topics.source_reply(device), self._json.encode(view))
+        self.log.info(
+            "source",
+            device=device,
+            doc=view.doc,
+            locator=view.locator,
+            kind=view.kind,
+            latency_ms=round((time.perf_counter() - t) * 1000, 1),
+        )
+
     async def _dispatch(self, bus: Bus) -> None:
-        async for msg in decoded(bus.messages(), self._decode, self.counters, self.log):
+        async def documents() -> AsyncIterator[Inbound]:
+            async for m in bus.messages():
+                device = topics.device_of_source(m.topic)
+                if device is None:
+                    yield m
+                else:
+                    await self.on_source(bus, device, m.payload)
+
+        async for msg in decoded(documents(), self._decode, self.counters, self.log):
             await self.on_message(bus, msg)
 
     async def _parse_worker(self, bus: Bus) -> None:
@@ -213,11 +267,11 @@ class IngestService:
             self.settings,
             client_id=self.settings.client_id,
             service="ingest",
-            subscriptions=(topics.INGEST_DOCUMENT,),
+            subscriptions=(topics.INGEST_DOCUMENT, topics.SOURCE_FILTER),
             persistent=True,
         )
 
     async def run(self) -> None:
         """Serve until cancelled, reconnecting when the broker goes away."""
         self.prepare()
-        await run_forever(self.make_bus, self.consume, lambda err, wait: self.log.warning("reconnecting", error=err, wait_s=round(wait, 2)))
+        await run_forever(self.make_bus, self.consume, self.metrics.on_reconnect(self.log))

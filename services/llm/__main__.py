@@ -9,6 +9,7 @@ import time
 
 from lineside.errors import ModelError
 from lineside.log import configure
+from lineside.metrics import LlmMetrics
 from lineside.runtime import ComputeThread, run
 from lineside.settings import load
 from services.llm.adapters import ChatModel, LlamaCpp
@@ -34,7 +35,10 @@ async def main() -> None:
         path, name = await asyncio.to_thread(resolve, settings.profile, settings.model, settings.model_dir)
         model = await compute.run(LlamaCpp, path, name, threads=settings.threads, context=settings.context)
         log.info("ready", model=name, path=str(path), load_s=round(time.perf_counter() - t0, 2))
-    await LlmService(settings, model, name, compute, log).run()
+    metrics = LlmMetrics()
+    metrics.set_model(name)
+    metrics.serve_from_env(log)
+    await LlmService(settings, model, name, compute, log, metrics=metrics).run()
 
 
 def install_model() -> int:

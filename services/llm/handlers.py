@@ -290,6 +290,9 @@ class Cached:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    stored_at: float = 0.0
+    """``time.monotonic()`` when it was generated: a request that arrived before it waited for the
+    generation that made it and is not "cached" to its asker (``Answer.cached``)."""
 
 
 class AnswerCache:

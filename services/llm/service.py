@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from lineside.bus import Bus, run_forever
+from lineside.metrics import LlmMetrics
 from lineside.runtime import ComputeThread, Counters, decoded
 from schemas import codec, topics
 from schemas.messages import GenerateDelta, GenerateReply, GenerateRequest, LlmInbox
@@ -34,7 +35,16 @@ class LlmService:
     'busy' when it is full.
     """
 
-    def __init__(self, settings: LlmSettings, model: ChatModel | None, name: str, compute: ComputeThread, log: Any) -> None:
+    def __init__(
+        self,
+        settings: LlmSettings,
+        model: ChatModel | None,
+        name: str,
+        compute: ComputeThread,
+        log: Any,
+        *,
+        metrics: LlmMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.model = model
         self.name = name
@@ -44,8 +54,13 @@ class LlmService:
         self.counters = Counters()
         self.cache = AnswerCache(settings.cache_size)
         self.queue: asyncio.Queue[GenerateRequest] = asyncio.Queue(maxsize=settings.max_queue)
+        self.arrived: dict[str, float] = {}
+        """When each queued request arrived (``time.monotonic()``), by request id."""
         self.inbox = topics.shared(settings.share_group, topics.GENERATE) if settings.share_group else topics.GENERATE
         self._decode = codec.decoder(LlmInbox)
+        self.metrics = metrics or LlmMetrics()
+        self.metrics.watch(self.counters)
+        self.metrics.queue_depth.set_function(lambda: self.queue.qsize())  # the queue is replaced on each connection
 
     async def reply(self, bus: Bus, req: GenerateRequest, rep: GenerateReply) -> None:
         """Send ``rep`` to the asker, if it gave a topic that can be published to."""
@@ -62,8 +77,10 @@ class LlmService:
         """Queue a request for the model, or answer 'busy' at once when the queue is full."""
         try:
             self.queue.put_nowait(req)
+            self.arrived[req.request_id] = time.monotonic()
         except asyncio.QueueFull:
             self.counters.inc("busy")
+            self.metrics.requests.labels("busy").inc()
             self.log.warning("busy", request_id=req.request_id, queued=self.queue.qsize())
             await self.reply(bus, req, GenerateReply(request_id=req.request_id, model=self.name, error="busy", worker=self.me))
 
@@ -110,8 +127,10 @@ class LlmService:
 
     async def generate(self, bus: Bus, req: GenerateRequest) -> None:
         """Answer one request; a failed generation is answered with an error, never silence."""
+        arrived = self.arrived.pop(req.request_id, time.monotonic())
         if req.deadline_unix is not None and time.time() > req.deadline_unix:
             self.log.info("expired", request_id=req.request_id)
+            self.metrics.requests.labels("expired").inc()
             await self.reply(bus, req, GenerateReply(request_id=req.request_id, error="expired", worker=self.me))
             return
         t = time.perf_counter()
@@ -133,13 +152,19 @@ class LlmService:
                 key = AnswerCache.key(model.name, messages, self.settings.max_tokens)
                 hit = self.cache.get(key)
                 if hit is not None:
-                    cached = True
+                    # Served from the cache; "cached" to the asker only when the answer was there when
+                    # the question arrived, not made while it waited behind the identical question.
+                    cached = hit.stored_at <= arrived
+                    self.metrics.cache_hits.inc()
                     gen = Generation(text=hit.text, prompt_tokens=hit.prompt_tokens, completion_tokens=hit.completion_tokens)
                     if req.stream and hit.text and topics.is_valid_publish_topic(req.reply_to):
                         await bus.publish(req.reply_to, codec.encode(GenerateDelta(request_id=req.request_id, seq=0, delta=hit.text)))
                 else:
+                    self.metrics.cache_misses.inc()
+                    started = time.perf_counter()
                     gen = await self.run_model(bus, req, messages)
-                    self.cache.put(key, Cached(gen.text, gen.prompt_tokens, gen.completion_tokens))
+                    self.metrics.generated(time.perf_counter() - started, gen.ttft_ms / 1000, gen.completion_tokens)
+                    self.cache.put(key, Cached(gen.text, gen.prompt_tokens, gen.completion_tokens, time.monotonic()))
                 if not self.settings.quote_evidence or not gen.text.strip():  # "I don't know" stays alone: the gateway falls back
                     quotes = []
                 used = quoted_sources(used, quotes)
@@ -160,6 +185,7 @@ class LlmService:
             self.log.exception("generate_failed", request_id=req.request_id)
             rep = GenerateReply(request_id=req.request_id, model=self.name, error=f"generation failed: {exc}", worker=self.me)
         await self.reply(bus, req, rep)
+        self.metrics.requests.labels("failed" if rep.error else "answered").inc()
         self.log.info(
             "generated",
             request_id=req.request_id,
@@ -194,4 +220,4 @@ class LlmService:
 
     async def run(self) -> None:
         """Serve until cancelled, reconnecting when the broker goes away."""
-        await run_forever(self.make_bus, self.consume, lambda err, wait: self.log.warning("reconnecting", error=err, wait_s=round(wait, 2)))
+        await run_forever(self.make_bus, self.consume, self.metrics.on_reconnect(self.log))

@@ -12,10 +12,13 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 import time
 from pathlib import Path
 
+from lineside.durable import DurableQueue
 from lineside.log import configure
+from lineside.metrics import RetrieverMetrics
 from lineside.runtime import ComputeThread, run
 from lineside.settings import load
 from services.retriever.adapters import Index, load_embedder
+from services.retriever.handlers import vector_space
 from services.retriever.service import Retriever
 from services.retriever.settings import RetrieverSettings
 
@@ -27,10 +30,19 @@ async def main() -> None:
     t0 = time.perf_counter()
     compute = ComputeThread("embed")
     embedder = await compute.run(load_embedder, settings.threads, settings.batch_size)
-    index = Index(Path(settings.data_dir) / "index", dim=embedder.dim, model=embedder.name)
+    index = Index(
+        Path(settings.data_dir) / "index", dim=embedder.dim, model=vector_space(embedder.name), keep_versions=settings.keep_versions
+    )
     log.info("ready", chunks=len(index), docs=len(index.documents()), model=embedder.name, load_s=round(time.perf_counter() - t0, 2))
     try:
-        await Retriever(settings, embedder, index, compute, log).run()
+        metrics = RetrieverMetrics(Path(settings.data_dir) / "index")
+        metrics.set_model(embedder.name)
+        metrics.serve_from_env(log)
+        pending = DurableQueue(Path(settings.data_dir) / "index" / "updates.sqlite3")
+        try:
+            await Retriever(settings, embedder, index, compute, log, metrics=metrics, pending=pending).run()
+        finally:
+            pending.close()
     finally:
         index.close()
 

@@ -15,8 +15,9 @@ import faiss
 import numpy as np
 
 from lineside.errors import ModelError
-from lineside.text import index_tokens, lexical_text
+from lineside.text import index_tokens, lexical_text, site_mentions
 from schemas.messages import Chunk, Passage
+from services.retriever import versions
 from services.retriever.handlers import asset_aliases
 
 
@@ -113,6 +114,16 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+def _bump_generation(cur: sqlite3.Cursor) -> None:
+    """Count one more change of the chunks, in the transaction that makes it."""
+    cur.execute("INSERT INTO meta(key, value) VALUES ('generation', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+
+
+_SITE_WORDS = ("plant", "site", "factory", "mill", "works", "werk", "usine", "厂")
+"""Words of ``lineside.text.SITE_MENTION``: only chunks with one of them are read for the sites."""
+_SITE_CHUNKS = "SELECT doc, title, text FROM chunks WHERE " + " OR ".join(["(doc || title || text) LIKE ?"] * len(_SITE_WORDS))  # noqa: S608 - placeholders only
+
+
 class Index:
     """Chunks in SQLite (the source of truth, embeddings included) and a FAISS inner-product index.
 
@@ -125,7 +136,7 @@ class Index:
     ``model`` (tests with made-up vectors) checks nothing.
     """
 
-    def __init__(self, directory: Path, *, dim: int = UniversalSentenceEncoder.dim, model: str = "") -> None:
+    def __init__(self, directory: Path, *, dim: int = UniversalSentenceEncoder.dim, model: str = "", keep_versions: int = 5) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self._dir = directory
         self._faiss_path = directory / "vectors.faiss"
@@ -133,11 +144,15 @@ class Index:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._db.executescript(versions.SCHEMA)
+        self.keep_versions = keep_versions
+        """Earlier versions of each document kept for `lineside kb rollback` (services/retriever/versions.py)."""
         self._lock = threading.RLock()
         self._df_cache: dict[str, int] = {}
         """Document frequency of BM25 tokens; cleared whenever chunks are added or removed."""
         self._lines: list[str] | None = None
         self._assets: dict[str, list[str]] | None = None
+        self._sites: list[str] | None = None
         self.dim = dim
         self.model = model
         row = self._db.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
@@ -164,6 +179,7 @@ class Index:
                         "UPDATE chunks SET embedding = ? WHERE id = ?", [(v.tobytes(), r[0]) for r, v in zip(part, vecs, strict=True)]
                     )
                 cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('model', ?)", (self.model,))
+                _bump_generation(cur)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -201,7 +217,7 @@ class Index:
                 )
         if self.stale:
             return self._new_faiss()  # vectors of another model: nothing to search until reembed
-        if self._faiss_path.exists():
+        if self._faiss_path.exists() and (self.meta("vectors_generation") or "") == (self.meta("generation") or ""):
             idx = faiss.read_index(str(self._faiss_path))
             if idx.ntotal == count and self._is_current(idx):
                 return idx  # type: ignore[return-value]  # faiss' SWIG stubs type read_index as the base Index
@@ -218,6 +234,14 @@ class Index:
         tmp = self._faiss_path.with_suffix(".tmp")
         faiss.write_index(idx, str(tmp))
         os.replace(tmp, self._faiss_path)
+        # Which version of the chunks the file holds: a crash between a commit and this save leaves
+        # the two different, and the next start rebuilds the vectors from SQLite (`lineside kb check`).
+        self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('vectors_generation', ?)", (self.meta("generation") or "",))
+
+    def meta(self, key: str) -> str | None:
+        """A value of the index's meta table (``model``, ``generation``, ``vectors_generation``), or None."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
 
     @staticmethod
     def _fts_remove(cur: sqlite3.Cursor, doc: str) -> None:
@@ -239,6 +263,7 @@ class Index:
             cur.execute("BEGIN IMMEDIATE")
             try:
                 old = [r[0] for r in cur.execute("SELECT id FROM chunks WHERE doc = ?", (doc,))]
+                versions.keep_old(cur, doc, version, self.keep_versions)
                 self._fts_remove(cur, doc)
                 cur.execute("DELETE FROM chunks WHERE doc = ?", (doc,))
                 cur.execute(
@@ -257,6 +282,7 @@ class Index:
                         "INSERT INTO chunks_lex(rowid, title, text) VALUES (?,?,?)",
                         (cur.lastrowid, lexical_text(ch.title), lexical_text(ch.text)),
                     )
+                _bump_generation(cur)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -269,6 +295,7 @@ class Index:
             self._df_cache.clear()
             self._lines = None
             self._assets = None
+            self._sites = None
 
     def delete(self, doc: str) -> bool:
         """Remove ``doc`` everywhere; False when it was not there."""
@@ -279,10 +306,13 @@ class Index:
             self._fts_remove(cur, doc)
             cur.execute("DELETE FROM chunks WHERE doc = ?", (doc,))
             n = cur.execute("DELETE FROM docs WHERE doc = ?", (doc,)).rowcount
+            versions.forget(cur, doc)
+            _bump_generation(cur)
             cur.execute("COMMIT")
             self._df_cache.clear()
             self._lines = None
             self._assets = None
+            self._sites = None
             if old:
                 self._vectors.remove_ids(np.array(old, dtype=np.int64))  # type: ignore[arg-type]  # SWIG accepts an id array
                 self._save(self._vectors)
@@ -310,6 +340,22 @@ class Index:
                 rows = self._db.execute("SELECT text FROM chunks WHERE instr(text, ': ') > 0 AND instr(text, '; ') > 0")
                 self._assets = asset_aliases(r[0] for r in rows)
             return self._assets
+
+    def home_sites(self) -> list[str]:
+        """The numbered sites the documents are about (``site_mentions``: "Plant 3" is "3"): those
+        that at least half as many documents name as the most named one. A site only one or two
+        documents mention in passing (the sister plant) is not among them. Cached until the index
+        changes."""
+        with self._lock:
+            if self._sites is None:
+                docs: dict[str, set[str]] = {}
+                rows = self._db.execute(_SITE_CHUNKS, [f"%{w}%" for w in _SITE_WORDS])
+                for doc, title, text in rows:
+                    for site in site_mentions(f"{doc}\n{title}\n{text}"):
+                        docs.setdefault(site, set()).add(doc)
+                most = max((len(d) for d in docs.values()), default=0)
+                self._sites = sorted(site for site, d in docs.items() if len(d) * 2 >= most)
+            return self._sites
 
     def documents(self) -> list[tuple[str, str, int, float]]:
         """(doc, version, chunks, ingested_at) for every stored document."""
@@ -428,6 +474,20 @@ class Index:
             score = float(np.dot(np.frombuffer(r[7], dtype=np.float32), vector))
             out.append(Passage(chunk_id=cid, doc=r[1], doc_id=r[2], locator=r[3], title=r[4], text=r[5], line=r[6], score=score))
         return out
+
+    def history(self, doc: str) -> list[versions.Version]:
+        """The live version of ``doc`` and the earlier ones kept, newest first."""
+        with self._lock:
+            return versions.history(self._db, doc)
+
+    def rollback(self, doc: str, to: str | None = None) -> tuple[str, int]:
+        """Make an earlier version of ``doc`` live again (``to``: its version or sha256 prefix; else the
+        newest earlier one), in one step as ``replace`` does; the live one is kept as an earlier
+        version. Returns (version, chunks); VersionError when there is none to roll back to."""
+        with self._lock:
+            doc_id, version, chunks, vectors = versions.earlier(self._db, doc, to)
+            self.replace(doc, doc_id, version, chunks, vectors)
+            return version, len(chunks)
 
     def close(self) -> None:
         """Close the database."""

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import msgspec
 import numpy as np
 
-from lineside.text import identifiers, lexical_terms
+from lineside.text import identifiers, lexical_terms, site_mentions
 from schemas.messages import Passage
 from services.retriever.adapters import Index
 from services.retriever.handlers import (
@@ -51,6 +51,8 @@ class SearchResult(NamedTuple):
     absent_words: list[str] = []  # noqa: RUF012 - a NamedTuple default, never mutated
     best_score: float | None = None
     unknown_lines: list[str] = []  # noqa: RUF012 - a NamedTuple default, never mutated
+    other_sites: list[str] = []  # noqa: RUF012 - a NamedTuple default, never mutated
+    home_sites: list[str] = []  # noqa: RUF012 - a NamedTuple default, never mutated
 
 
 FILTERED_POOL_FACTOR = 4
@@ -115,6 +117,8 @@ def hybrid_search(
         unknown += [n for n in no_line if n not in unknown]
         words = content_words(question)
         absent = index.absent(words)
+        asked_sites = site_mentions(question)
+        home = index.home_sites() if asked_sites else []
     fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates, today, known_lines, aliases)])
     exact = exact_counts(question, candidates, today, known_lines, aliases)
     for p in candidates if named else ():  # only an ask that follows names: every search runs this
@@ -139,8 +143,20 @@ def hybrid_search(
     )
     hits = [p for p in candidates if scope.allows(p)][:k]
     best = max((p.score for p in hits), default=None)
+    # A site the documents are not about, which the best passage does not name either: the sister
+    # plant's settings are not in this plant's documents, however alike its question looks.
+    best_text = f"{hits[0].doc}\n{hits[0].title}\n{hits[0].text}" if hits else ""
+    other = [s for s in asked_sites if s not in home and s not in site_mentions(best_text)]
     return SearchResult(
-        hits, unknown, bool(hits) and exact_match(question, hits[0], known_lines, aliases), len(words), absent, best, no_line
+        hits,
+        unknown,
+        bool(hits) and exact_match(question, hits[0], known_lines, aliases),
+        len(words),
+        absent,
+        best,
+        no_line,
+        other,
+        home if other else [],
     )
 
 

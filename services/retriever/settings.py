@@ -21,3 +21,6 @@ class RetrieverSettings(Connection, kw_only=True):
     batch_size: Annotated[int, msgspec.Meta(description="Chunks embedded per batch while indexing (bench/ingest.py --batch)", ge=1)] = 32
     oversample: Annotated[int, msgspec.Meta(description="Vector candidates fetched per requested passage before filtering", ge=1)] = 8
     max_top_k: Annotated[int, msgspec.Meta(description="Upper bound on passages per search", ge=1)] = 20
+    keep_versions: Annotated[
+        int, msgspec.Meta(description="Earlier versions of each document kept for `lineside kb rollback` (0: none)", ge=0)
+    ] = 5

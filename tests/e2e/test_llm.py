@@ -132,8 +132,9 @@ def test_a_document_that_gives_orders_does_not_change_what_the_model_does(stack,
     assert all(1 <= e["source"] <= len(ans["sources"]) for e in ans["evidence"])
 
 
-def test_when_the_llm_is_down_devices_are_told_at_once_with_the_matching_documents(tmp_path_factory):
-    stack = start_stack(tmp_path_factory.mktemp("llm-down"), DOCS)
+def test_when_the_llm_stays_down_devices_are_told_at_the_deadline_with_the_matching_documents(tmp_path_factory):
+    # A question waits this long for an LLM worker to come back (default 60 s; docs/operations.md).
+    stack = start_stack(tmp_path_factory.mktemp("llm-down"), DOCS, env={"LINESIDE_GATEWAY_WORKER_DEADLINE_S": "3"})
     question = "What torque do the flange bolts on hydraulic pump P-201 need?"
     try:
         stack.stop_one("llm")
@@ -141,8 +142,9 @@ def test_when_the_llm_is_down_devices_are_told_at_once_with_the_matching_documen
         down = asyncio.run(ask(stack.conn, question, device="hmi-down"))
         down_s = time.monotonic() - t
 
-        # The model process dies in the middle of an answer (a crash in llama.cpp, the OOM killer):
-        # its Last Will says offline, and the waiting device hears so in seconds, not after the timeout.
+        # The model process dies in the middle of an answer (a crash in llama.cpp, the OOM killer) and
+        # is not started again: its Last Will says offline, and the device hears so at the deadline,
+        # not after the 120 s timeout (tests/e2e/test_crash.py: answered when it comes back in time).
         stack.start_one("llm")
         assert "llm" in asyncio.run(wait_online(stack.conn, ["llm"], 60))
 
@@ -168,7 +170,7 @@ def test_when_the_llm_is_down_devices_are_told_at_once_with_the_matching_documen
     assert "offline" in down["error"]["message"]
     assert down["sources"][0]["doc"] == "PX-200_Press_Manual.pdf"
     assert down["sources"][0]["locator"] == "page 3"
-    assert down_s < 5
+    assert 3 <= down_s < 8
     assert crashed["status"] == "error"
     assert crashed["error"]["code"] == "llm_unavailable"
     assert crashed_s < 10  # the gateway's own timeout is 120 s

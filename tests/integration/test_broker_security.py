@@ -269,3 +269,30 @@ def test_a_device_asking_on_the_shared_topic_is_told_it_may_not(box):
     assert gateway.nothing(), "the shared ask topic reached the gateway from a device"
     assert a.publish(topics.ask_device("hmi-a"), b'{"question": "F-311?"}') == "Success"
     assert gateway.received() == [b'{"question": "F-311?"}']
+
+
+def test_a_device_connects_by_any_name_the_certificate_covers_and_a_wrong_name_is_logged(tmp_path):
+    """The box is reached as 127.0.0.2 and as box.plant.test (names given with --host; a loopback
+    address stands in for the plant network address, which no test may send traffic to)."""
+    port = free_port()
+    log = tmp_path / "mosquitto.log"
+    # Listening on every address (what a box does); the test connects to 127.0.0.2 only.
+    proc = secure_broker.start_secure_broker(tmp_path, port, hosts=["127.0.0.2", "box.plant.test"], log_path=log)
+    ca = layout.paths(tmp_path).certs / "ca.crt"
+    trusting = ssl.create_default_context(cafile=str(ca))
+    try:
+        for name in ("127.0.0.2", "box.plant.test"):
+            with socket.create_connection(("127.0.0.2", port), timeout=WAIT_S) as raw, trusting.wrap_socket(raw, server_hostname=name) as s:
+                assert s.version() in ("TLSv1.2", "TLSv1.3")
+        with (
+            socket.create_connection(("127.0.0.2", port), timeout=WAIT_S) as raw,
+            pytest.raises(ssl.SSLCertVerificationError, match="match"),
+        ):
+            trusting.wrap_socket(raw, server_hostname="other.plant.test")
+        deadline = time.monotonic() + WAIT_S
+        while "OpenSSL Error" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "OpenSSL Error" in log.read_text(), "the broker's log names the failed TLS handshake"
+    finally:
+        proc.terminate()
+        proc.wait(5)

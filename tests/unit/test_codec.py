@@ -110,3 +110,13 @@ def test_rejected_answer_carries_error():
     out = json.loads(encode_answer(ans, msgpack=False))
     assert out["error"] == {"code": "empty", "message": "the payload is empty"}
     assert set(out) == {"request_id", "status", "answer", "sources", "model", "latency_ms", "error"}
+
+
+def test_an_integer_request_id_is_kept_as_an_integer_also_when_the_request_is_rejected():
+    assert decode_ask(b'{"question": "Torque for P-201?", "request_id": 311}').request_id == 311
+    with pytest.raises(BadRequest) as err:
+        decode_ask(b'{"question": "?!", "request_id": 312}')
+    assert err.value.request_id == 312
+    with pytest.raises(BadRequest) as err:
+        decode_ask(b'{"question": "x?", "request_id": true}')  # a boolean is not an id
+    assert err.value.request_id is None

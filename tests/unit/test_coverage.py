@@ -47,3 +47,10 @@ def test_the_settings_load_from_their_own_prefix(monkeypatch):
 
     monkeypatch.setenv("LINESIDE_COVERAGE_THRESHOLD", "0.35")
     assert load(coverage.CoverageSettings, coverage.ENV_PREFIX).threshold == 0.35
+
+
+def test_a_question_about_another_site_falls_back_naming_both():
+    v = _decide("Reflow profile of Plant 2?", [_p(0.6)], exact_match=True, other_sites=["2"], home_sites=["3"])
+    assert v.reason == "not_covered"
+    assert "site 2" in v.detail
+    assert "site 3" in v.detail

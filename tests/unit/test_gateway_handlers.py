@@ -170,3 +170,25 @@ def test_quotes_travel_as_evidence_with_their_source_numbers_not_in_the_answer()
 def test_a_fallback_says_why():
     ans = h.fallback("r1", "Please contact technical support.", 3.0, "unknown_line")
     assert (ans.status, ans.reason, ans.sources) == ("fallback", "unknown_line", [])
+
+
+def test_sources_are_the_cited_ones_in_citation_order_then_the_others_by_score():
+    passages = [_p(1, "a.pdf", 0.40), _p(2, "b.pdf", 0.80), _p(3, "c.pdf", 0.60), _p(4, "d.pdf", 0.90)]
+    quotes = [(1, "Line two"), (3, "Line four"), (0, "Line one")]
+    ans = h.compose("r1", "Set 62 N·m [3].", passages, "m", 1.0, quotes=quotes)
+    assert [s.doc for s in ans.sources] == ["c.pdf", "d.pdf", "b.pdf", "a.pdf"]
+    assert ans.answer == "Set 62 N·m [1]."
+    assert [e.source for e in ans.evidence] == [3, 2, 4]  # each quote keeps its own source's number
+
+
+def test_the_short_answer_is_the_first_sentence_without_marks_and_fits_an_hmi_field():
+    assert h.short("Torque is 62 N·m [1]. Bolts are M10 [2].") == "Torque is 62 N·m."
+    assert h.short("第一句 F-311 表示传感器被挡住[1]。第二句。") == "第一句 F-311 表示传感器被挡住。"
+    long_zh = "清理传感器" * 30
+    assert len(h.short(long_zh)) == h.ANSWER_SHORT_CHARS
+    assert h.short(long_zh).endswith("…")
+    words = " ".join(["re-thread"] * 20)
+    cut = h.short(words)
+    assert len(cut) <= h.ANSWER_SHORT_CHARS
+    assert cut.endswith("re-thread…"), "cut at a whole word"
+    assert h.fallback("r", "Please contact technical support.", 1.0, "not_covered").answer_short == "Please contact technical support."

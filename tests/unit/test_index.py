@@ -283,3 +283,19 @@ def test_a_question_naming_an_asset_tag_finds_the_fault_row_of_its_machine_model
     assert found.exact_match
     index.delete("log.xlsx")  # the inventory follows the documents
     assert index.asset_aliases() == {}
+
+
+def test_the_sites_the_documents_are_about_and_a_question_about_the_sister_plant(index):
+    for i in range(4):
+        index.replace(f"sop{i}.md", f"s{i}", "v1", _chunks(f"Plant 7 SOP {i}: changeover of WL-{i} in 25 minutes"), _vecs(1, 20 + i))
+    index.replace("parts.md", "p", "v1", _chunks("Plant 5 can lend a spare HX-2201-C"), _vecs(1, 30))
+    assert index.home_sites() == ["7"]
+    vec = _vecs(1, 31)[0]
+    sister = hybrid_search(index, vec, "What changeover time does Plant 5 have?", 1, 10)
+    assert sister.other_sites == ["5"]
+    assert sister.home_sites == ["7"]
+    assert hybrid_search(index, vec, "Changeover time at Plant 7?", 1, 10).other_sites == []
+    # A question about what the documents do say of the other site is not turned away.
+    borrowed = hybrid_search(index, vec, "Which spare can Plant 5 lend, HX-2201-C?", 1, 10)
+    assert borrowed.passages[0].doc == "parts.md"
+    assert borrowed.other_sites == []

@@ -146,3 +146,25 @@ def test_without_a_model_the_answer_quotes_the_best_passage():
     assert delta.delta == reply.text
     assert "2000 kN" in reply.text
     assert (reply.model, reply.quotes, reply.used) == ("extractive", [], [0])
+
+
+def test_an_identical_question_that_waited_for_the_first_ones_generation_is_not_called_cached():
+    model = FakeModel(["The force is 2000 kN."])
+    svc, _ = service(model)
+    bus = FakeBus()
+
+    async def go() -> None:
+        # Both arrive while nothing is cached: the second waits behind the first in the queue.
+        await svc.on_message(bus, request("r-1"))
+        await svc.on_message(bus, request("r-2"))
+        await svc.generate(bus, svc.queue.get_nowait())
+        await svc.generate(bus, svc.queue.get_nowait())
+        # Asked again later: now the answer was there when it arrived.
+        await svc.on_message(bus, request("r-3"))
+        await svc.generate(bus, svc.queue.get_nowait())
+
+    asyncio.run(go())
+    replies = [m for m in bus.decoded() if isinstance(m, GenerateReply)]
+    assert [(r.request_id, r.cached) for r in replies] == [("r-1", False), ("r-2", False), ("r-3", True)]
+    assert model.calls == 1, "the second is still served from the first one's generation"
+    assert svc.arrived == {}

@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import ipaddress
+import json
 import re
 import shutil
 import stat
@@ -337,12 +338,18 @@ def test_certs_init_is_idempotent_and_force_keeps_the_ca(tmp_path):
     assert certs.certs_init(tmp_path, ["10.20.0.5"]) == cp
     assert {p: p.read_bytes() for p in before} == before
 
-    with pytest.raises(ConfigError, match=r"does not cover 10\.20\.0\.6.*force=True"):
-        certs.certs_init(tmp_path, ["10.20.0.6"])
-    certs.certs_init(tmp_path, ["10.20.0.6"], force=True)
+    # A new address (DHCP gave the box another one): a new server certificate covering the old
+    # names and the new one, under the same CA.
+    certs.certs_init(tmp_path, ["10.20.0.6"])
     assert cp.ca_cert.read_bytes() == before[cp.ca_cert], "devices trust the CA: it must not change"
     assert cp.server_key.read_bytes() != before[cp.server_key]
     verify_server(cp, "10.20.0.6")
+    verify_server(cp, "10.20.0.5")
+    assert certs.server_names(cp) == ["127.0.0.1", "localhost", "10.20.0.5", "10.20.0.6"]
+    renewed = cp.server_key.read_bytes()
+    certs.certs_init(tmp_path, ["10.20.0.6"], force=True)
+    assert cp.server_key.read_bytes() != renewed
+    assert cp.ca_cert.read_bytes() == before[cp.ca_cert]
 
 
 def test_certs_refuse_half_a_ca(tmp_path):
@@ -383,9 +390,51 @@ def test_certs_init_command_covers_the_hosts_given(tmp_path, capsys):
     cert = x509.load_pem_x509_certificate((tmp_path / "security" / "certs" / "server.crt").read_bytes())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "10.20.0.5" in [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
-    assert cli.main(["certs", "init", "--host", "box.plant.local", "--data", str(tmp_path)]) == 2  # not covered: says to --force
-    assert "box.plant.local" in capsys.readouterr().err
-    assert cli.main(["certs", "init", "--host", "box.plant.local", "--force", "--data", str(tmp_path)]) == 0
+    # Every address and name of the box itself is covered without being asked for.
+    for name in certs.box_names():
+        assert name in certs.server_names(certs.certs_init(tmp_path / "security" / "certs"))
+    assert cli.main(["certs", "init", "--host", "box.plant.local", "--data", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "newly covered: box.plant.local" in out
+    assert "10.20.0.5" in out  # still covered
+
+    assert cli.main(["certs", "show", "--json", "--data", str(tmp_path)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert {"10.20.0.5", "box.plant.local", "127.0.0.1"} <= set(shown["names"])
+    assert shown["not_covered"] == []
+    assert len(shown["ca_sha256"].split(":")) == 32
+
+    usb = tmp_path / "usb"
+    assert cli.main(["certs", "export", str(usb), "--data", str(tmp_path)]) == 0
+    exported = usb / "lineside-ca.crt"
+    assert exported.read_bytes() == (tmp_path / "security" / "certs" / "ca.crt").read_bytes()
+    assert mode(exported) == 0o644, "another account (node-red's) must be able to read it"
+    assert shown["ca_sha256"] in capsys.readouterr().out
+    assert not list(usb.glob("*.key"))
+
+
+def test_the_box_addresses_come_from_the_kernels_own_tables():
+    fib_trie = """Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     +-- 10.20.0.0/24 2 0 2
+        |-- 10.20.0.0
+           /24 link UNICAST
+        |-- 10.20.0.5
+           /32 host LOCAL
+  +-- 127.0.0.0/8 2 0 2
+     |-- 127.0.0.1
+        /32 host LOCAL
+"""
+    assert certs._proc_ipv4(fib_trie) == ["10.20.0.5", "127.0.0.1"]
+    if_inet6 = (
+        "00000000000000000000000000000001 01 80 10 80       lo\n"
+        "fe800000000000000000000000000002 02 40 20 80     eth0\n"
+        "fd000000000000000000000000000005 02 40 00 80     eth0\n"
+    )
+    assert certs._proc_ipv6(if_inet6) == ["fd00::5"]  # loopback and link-local are left out
+    assert all(n not in ("127.0.0.1", "localhost", "::1") for n in certs.box_names())
 
 
 def test_reload_never_signals_a_process_that_is_not_mosquitto():
@@ -394,3 +443,39 @@ def test_reload_never_signals_a_process_that_is_not_mosquitto():
 
     with pytest.raises(BrokerError, match="not Mosquitto"):
         secure_broker.reload_broker(os.getpid())  # this test process is still alive to see the error
+
+
+def test_a_failed_tls_handshake_in_the_broker_log_becomes_one_plain_sentence():
+    log = [
+        "1795998468: New connection from 10.20.0.77:36806 on port 8883.",
+        "1795998468: OpenSSL Error[0]: error:0A000418:SSL routines::tlsv1 alert unknown ca",
+        "1795998468: Client <unknown> disconnected: Protocol error.",
+        "1795998470: New connection from 10.20.0.78:40000 on port 8883.",
+        "1795998470: New client connected from 10.20.0.78:40000 as hmi-3 (p5, c1, k30, u'hmi-3').",
+    ]
+    [line] = certs.tls_failures(log)
+    assert "10.20.0.77" in line
+    assert "tlsv1 alert unknown ca" in line
+    assert "lineside certs show" in line
+    assert certs.tls_failures(log[3:]) == []
+
+
+def test_lineside_up_reports_each_failed_handshake_once(tmp_path):
+    from lineside.settings import Connection
+    from lineside.supervisor import Supervisor
+
+    sup = Supervisor(Connection(data_dir=str(tmp_path)), external_broker=False, secure=True, tls_port=18883)
+    sup.logs.mkdir(parents=True)
+    log = sup.logs / "mosquitto.log"
+    log.write_text(
+        "1: New connection from 10.20.0.77:36806 on port 8883.\n1: OpenSSL Error[0]: error:0A000418:SSL routines::tlsv1 alert unknown ca\n"
+    )
+    [note] = sup.tls_notes()
+    assert "10.20.0.77" in note
+    assert sup.tls_notes() == [], "reported once"
+    with log.open("a") as f:
+        f.write(
+            "2: New connection from 10.20.0.78:1 on port 8883.\n2: OpenSSL Error[0]: error:0A000086:SSL routines::certificate verify failed\n"
+        )
+    [note] = sup.tls_notes()
+    assert "10.20.0.78" in note

@@ -178,3 +178,32 @@ def test_an_index_of_another_embedding_model_is_embedded_again_before_the_retrie
     assert [e["chunks"] for e in log.events("reembedded")] == [1]
     assert log.events("reembedding")  # what `lineside up` reads to wait for it
     index.close()
+
+
+def test_a_plcs_integer_request_id_is_echoed_as_an_integer_also_on_a_rejection(tmp_path, log):
+    row = "code: F-311; machine: TR-55; description: label sensor blocked by a torn label; action: clear the sensor and re-thread the web"
+
+    def respond(topic, payload):
+        if topic == topics.RETRIEVE:
+            req = msgspec.msgpack.decode(payload, type=RetrieveRequest)
+            rep = RetrieveReply(request_id=req.request_id, passages=[_passage(row, 0.7)], exact_match=True, best_score=0.7)
+            return [(req.reply_to, codec.encode(rep))]
+        if topic == topics.GENERATE:
+            req = msgspec.msgpack.decode(payload, type=GenerateRequest)
+            text = "F-311 on the TR-55 means the label sensor is blocked by a torn label [1]; clear the sensor and re-thread the web."
+            return [(req.reply_to, codec.encode(GenerateReply(request_id=req.request_id, text=text, model="m", used=[0])))]
+        return []
+
+    gw, bus = _gateway(tmp_path, log, respond)
+    bus.put(topics.ask_device("plc-7"), json.dumps({"question": "What does F-311 mean?", "request_id": 311}).encode())
+    bus.put(topics.ask_device("plc-7"), json.dumps({"question": "?!", "request_id": 312}).encode())
+    asyncio.run(_serve(gw, bus, lambda: len(bus.on(topics.answer_device("plc-7"))) >= 2))
+    answers = {a["request_id"]: a for a in map(json.loads, bus.on(topics.answer_device("plc-7")))}
+    assert set(answers) == {311, 312}, "integers, as the PLC sent them"
+    assert answers[311]["status"] == "answered"
+    assert answers[311]["answer_short"] == "F-311 on the TR-55 means the label sensor is blocked by a torn label; clear…"
+    assert len(answers[311]["answer_short"]) <= 80
+    assert (answers[312]["status"], answers[312]["error"]["code"]) == ("rejected", "not_a_question")
+    assert answers[312]["answer_short"] == "the question contains no letters or digits"
+    rejected = [e for e in log.events("ask") if e.get("status") == "rejected"]
+    assert [(e["device"], e["request_id"]) for e in rejected] == [("plc-7", 312)], "the log line names device and request id"

@@ -40,3 +40,13 @@ def test_step_lists_are_recognised_in_english_and_chinese():
     assert text.step_lines("步骤1 停机\n步骤2 上锁\n步骤3 验证") == [0, 1, 2]
     assert text.step_lines("第1步 停机\n第2步 上锁\n第3步 验证") == [0, 1, 2]
     assert text.step_lines("Line 2: 62 N·m\nLine 3: 38 N·m") == []  # a value table is not a procedure
+
+
+def test_numbered_sites_are_read_in_both_languages():
+    from lineside.text import site_mentions
+
+    assert site_mentions("What reflow profile does Plant 2 run?") == ["2"]
+    assert site_mentions("东岭三厂 SOP; PLANT3 rev B") == ["3"]
+    assert site_mentions("二厂和 Site 4") == ["2", "4"]
+    assert site_mentions("工厂班车几点发车？") == []  # the word for factory, no number
+    assert site_mentions("call the plant manager; 2.5 bar at the plant 2.5") == []

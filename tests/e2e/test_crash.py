@@ -1,0 +1,238 @@
+"""Nothing lost: a device with a persistent session asks a burst of questions, a part of the box is
+killed in the middle, and every question is answered exactly once, not with `error`, once the part
+is back; a question asked afterwards is answered too.
+
+The box is run as `lineside up` runs it: the same supervisor, checking its children every 0.2 s
+and starting again whichever died (the broker too, with its saved state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from lineside.bus import Bus, BusError, run_forever
+from lineside.client import ingest, kb_list
+from lineside.settings import Connection
+from schemas import topics
+from services.ingest.handlers import version_of
+from tests.conftest import EXAMPLES, Stack, start_stack
+
+pytestmark = pytest.mark.e2e
+
+# One question asked six times (six request ids): the first is generated, the others wait behind it
+# in the LLM's queue and are then answered from its cache. So a fault lands while questions are in
+# flight, and the test costs one generation per LLM process.
+QUESTIONS = ["What is the nominal press force of the PX-200 press?"] * 6
+BURST = len(QUESTIONS)
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory) -> Iterator[Stack]:
+    """The box with the sample documents, its supervisor restarting whatever dies (as `lineside up` does)."""
+    docs = sorted((EXAMPLES / "docs").iterdir())
+    # Short answers and a small prompt: each question is a real generation, but a quick one.
+    stack = start_stack(tmp_path_factory.mktemp("crash"), docs, env={"LINESIDE_LLM_MAX_TOKENS": "16", "LINESIDE_LLM_CONTEXT_BUDGET": "120"})
+    stop = threading.Event()
+
+    def supervise() -> None:
+        while not stop.wait(0.2):
+            stack.check()
+
+    watcher = threading.Thread(target=supervise, daemon=True)
+    watcher.start()
+    try:
+        yield stack
+    finally:
+        stop.set()
+        watcher.join(5)
+        stack.stop()
+
+
+class Device:
+    """A device as a PLC is one: a fixed client id, a persistent session, questions with request ids,
+    reconnecting (and sending again what the broker did not acknowledge) when the broker goes away."""
+
+    def __init__(self, conn: Connection, name: str) -> None:
+        self.conn = conn
+        self.name = name
+        self.answers: list[dict] = []
+        self.bus: Bus | None = None
+        self.connected = asyncio.Event()
+        self.arrived = asyncio.Event()
+
+    def make_bus(self) -> Bus:
+        """The device's connection: its own answer topic, a session that outlives the connection."""
+        return Bus(self.conn, client_id=f"dev-{self.name}", subscriptions=(topics.answer_device(self.name),), persistent=True)
+
+    async def consume(self, bus: Bus) -> None:
+        """Collect answers until the connection is lost (run_forever connects again)."""
+        self.bus = bus
+        self.connected.set()
+        async for m in bus.messages():
+            self.answers.append(json.loads(m.payload))
+            self.arrived.set()
+
+    def lost(self, _error: str, _wait: float) -> None:
+        """The broker went away: publish nothing until connected again."""
+        self.connected.clear()
+
+    async def ask(self, rid: str, question: str) -> None:
+        """Publish one question at QoS 1 until the broker acknowledges it."""
+        payload = json.dumps({"question": question, "request_id": rid}).encode()
+        while True:
+            await self.connected.wait()
+            assert self.bus is not None
+            try:
+                await asyncio.wait_for(self.bus.publish(topics.ask_device(self.name), payload), 3)
+                return
+            except (BusError, TimeoutError):
+                await asyncio.sleep(0.2)
+
+    def answered(self) -> set[str]:
+        """Request ids answered so far."""
+        return {a["request_id"] for a in self.answers}
+
+    async def until_answered(self, rids: set[str], timeout_s: float) -> None:
+        """Wait until each of ``rids`` has an answer (or the timeout)."""
+        deadline = time.monotonic() + timeout_s
+        while not rids <= self.answered() and time.monotonic() < deadline:
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+
+
+def burst_with_fault(stack: Stack, name: str, fault: Callable[[], None], *, when: Callable[[], bool] = lambda: True) -> Device:
+    """Half the burst, the fault (once ``when()`` holds), the other half; every answer collected,
+    a few seconds more to catch a second answer; then one more question."""
+
+    async def go() -> Device:
+        device = Device(stack.client_conn(), name)
+        runner = asyncio.create_task(run_forever(device.make_bus, device.consume, device.lost, max_delay_s=1.0))
+        try:
+            rids = {f"{name}-{i}" for i in range(BURST)}
+            half = BURST // 2
+            for i in range(half):
+                await device.ask(f"{name}-{i}", QUESTIONS[i])
+            deadline = time.monotonic() + 30
+            while not when() and time.monotonic() < deadline:  # noqa: ASYNC110 - polls a log file
+                await asyncio.sleep(0.02)
+            await asyncio.to_thread(fault)
+            for i in range(half, BURST):
+                await device.ask(f"{name}-{i}", QUESTIONS[i])
+            await device.until_answered(rids, 150)
+            await asyncio.sleep(2)  # a second answer would come within this (a resumed or re-issued one comes at once)
+            await device.ask(f"{name}-after", QUESTIONS[0])
+            await device.until_answered({f"{name}-after"}, 60)
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        return device
+
+    return asyncio.run(go())
+
+
+def _assert_each_answered_once(device: Device) -> None:
+    rids = [a["request_id"] for a in device.answers]
+    expected = [f"{device.name}-{i}" for i in range(BURST)] + [f"{device.name}-after"]
+    assert sorted(rids) == sorted(expected), f"answers by request id: {sorted(rids)}"
+    bad = [(a["request_id"], a["status"], a.get("error")) for a in device.answers if a["status"] in ("error", "busy")]
+    assert not bad, bad
+
+
+def _searched(stack: Stack, device: str) -> bool:
+    return bool([r for r in stack.events("retriever", "search") if r["request_id"].startswith(f"{device}/")])
+
+
+def test_gateway_killed_mid_burst(box):
+    device = burst_with_fault(box, "plc-gw", lambda: box.procs["gateway"].kill(), when=lambda: _searched(box, "plc-gw"))
+    _assert_each_answered_once(device)
+    assert box.events("gateway", "resuming"), "the restarted gateway did not take up the journal's questions"
+
+
+def test_retriever_killed_mid_burst(box):
+    device = burst_with_fault(box, "plc-ret", lambda: box.procs["retriever"].kill(), when=lambda: _searched(box, "plc-ret"))
+    _assert_each_answered_once(device)
+
+
+def test_llm_killed_mid_burst(box):
+    device = burst_with_fault(box, "plc-llm", lambda: box.procs["llm"].kill(), when=lambda: _searched(box, "plc-llm"))
+    _assert_each_answered_once(device)
+    assert [r for r in box.events("gateway", "reissue") if r["request_id"].startswith("plc-llm/")]
+
+
+def _kill_broker(box: Stack, how: str) -> Callable[[], None]:
+    def fault() -> None:
+        assert box.broker is not None
+        getattr(box.broker, how)()
+        box.broker.wait(10)
+
+    return fault
+
+
+def test_broker_killed_mid_burst(box):
+    device = burst_with_fault(box, "plc-bk", _kill_broker(box, "kill"), when=lambda: _searched(box, "plc-bk"))
+    _assert_each_answered_once(device)
+
+
+def test_broker_stopped_mid_burst(box):
+    device = burst_with_fault(box, "plc-bt", _kill_broker(box, "terminate"), when=lambda: _searched(box, "plc-bt"))
+    _assert_each_answered_once(device)
+    assert not box.errors()
+
+
+def _manual(title: str, edition: str, sections: int = 30) -> str:
+    """A made-up maintenance manual of ``sections`` sections (a few seconds of embedding in all)."""
+    parts = [f"# {title} ({edition})\n"]
+    for i in range(sections):
+        parts.append(
+            f"\n## Step {i + 1}: station ST-{i:02d} on line WL-2\n\nCheck the clamp of station ST-{i:02d} ({edition}): "
+            f"torque {40 + i} N·m, then log code F-3{i:02d} as cleared on the HMI of WL-2 before restarting the cell.\n"
+        )
+    return "".join(parts)
+
+
+def test_retriever_killed_mid_ingest_loses_no_document_and_the_index_agrees_with_the_chunks(box, tmp_path):
+    conn = box.client_conn()
+    changed = tmp_path / "wl2_changeover.md"
+    changed.write_text(_manual("WL-2 changeover", "edition 1"))
+    assert asyncio.run(ingest(conn, [changed], wait=True, timeout_s=60))["wl2_changeover.md"]["stage"] == "indexed"
+    changed.write_text(_manual("WL-2 changeover", "edition 2"))
+    files = [tmp_path / f"wl2_station_manual_{i:02d}.md" for i in range(6)]
+    for i, f in enumerate(files):
+        f.write_text(_manual(f"WL-2 station manual {i}", "edition 1"))
+    files.insert(2, changed)
+    before = len(box.events("retriever", "indexed"))
+
+    async def go() -> dict[str, dict]:
+        batch = asyncio.create_task(ingest(conn, files, wait=True, timeout_s=120))
+        while len(box.events("retriever", "indexed")) < before + 1:  # noqa: ASYNC110 - polls a log file
+            await asyncio.sleep(0.02)
+        box.procs["retriever"].kill()
+        return await batch
+
+    results = asyncio.run(go())
+    assert {n: ev["stage"] for n, ev in results.items()} == dict.fromkeys((f.name for f in files), "indexed"), results
+    assert box.events("retriever", "resuming_updates"), "the retriever was not killed with updates queued"
+    listed = {d["doc"]: d for d in asyncio.run(kb_list(conn))}
+    for f in files:
+        assert listed[f.name]["chunks"] == results[f.name]["chunks"]
+    assert listed["wl2_changeover.md"]["version"] == version_of(changed.read_bytes())  # the new edition, whole
+    check = subprocess.run(
+        [sys.executable, "-m", "lineside.cli", "kb", "check", "--data", str(box.data)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "ok: all agree" in check.stdout
