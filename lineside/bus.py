@@ -82,8 +82,11 @@ class Bus:
         persistent: bool = False,
         max_queued_incoming: int = 0,
         manual_ack: bool = False,
+        session_expiry_s: int = SESSION_EXPIRY_S,
     ) -> None:
-        """``manual_ack``: a QoS 1 message is acknowledged when its consumer asks ``messages()`` for
+        """``session_expiry_s``: how long a ``persistent`` session outlives its connection.
+
+        ``manual_ack``: a QoS 1 message is acknowledged when its consumer asks ``messages()`` for
         the next one, that is once it has handled it (made it safe); a consumer that dies first
         never acknowledges it, and the broker delivers it again on the next connection."""
         self.client_id = client_id or f"lineside-cli-{uuid.uuid4().hex[:12]}"
@@ -95,7 +98,7 @@ class Bus:
         connect_props = None
         if persistent:
             connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            connect_props.SessionExpiryInterval = SESSION_EXPIRY_S
+            connect_props.SessionExpiryInterval = session_expiry_s
         self._conn = conn
         tls = ssl.create_default_context(cafile=conn.mqtt_ca_file) if conn.mqtt_tls else None
         self._client = aiomqtt.Client(

@@ -7,15 +7,17 @@ import functools
 import hashlib
 import json
 import operator
+import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from lineside.bus import Bus, Replies
+from lineside.bus import Bus, BusError, Inbound, Replies
 from lineside.settings import Connection
 from lineside.text import MAX_DOCUMENT_BYTES
 from schemas import codec, topics
@@ -36,38 +38,178 @@ PIECE_BYTES = 256 * 2**10
 while a 50 MiB file is still only 200 messages (each waits for the broker's PUBACK)."""
 
 
+ASK_SESSION_EXPIRY_S = 600
+"""How long the broker keeps an asking CLI's session (its reply subscription and the answers queued
+on it) after the connection is lost: longer than a broker restart, short enough that the sessions
+of finished `lineside ask` runs do not pile up."""
+
+PUBLISH_TIMEOUT_S = 5.0
+"""A question not acknowledged (PUBACK) within this is taken as not received and sent again (on the
+next connection when this one is lost); a local broker acknowledges within milliseconds."""
+
+RECONNECT_FIRST_S = 0.25
+RECONNECT_MAX_S = 5.0
+"""Reconnect backoff of an asking client: a restarted local broker is back within a second or two,
+and a question has a deadline, so the wait between tries stays short."""
+
+
+@dataclass(slots=True)
+class _Question:
+    """A question waiting for its answer: what to send again after a reconnect, and the answer's future."""
+
+    payload: bytes
+    content_type: str
+    answer: asyncio.Future[Inbound]
+    acked: bool = False
+
+
+def _taken_over(exc: BaseException) -> bool:
+    """True when the broker closed the connection because another client connected with the same client id."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if "taken over" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class Asker:
-    """One MQTT 5 connection that asks many questions, each with its own correlation data."""
+    """One MQTT 5 connection that asks many questions, each with its own correlation data.
+
+    It survives a broker restart: it reconnects with backoff, subscribes its reply topic again,
+    and sends again every question not answered yet, with the same correlation data (the gateway
+    answers a device and request id once, so a copy it already has is dropped). On the local
+    listener its session persists for ``ASK_SESSION_EXPIRY_S``, so an answer published while it
+    was away is kept for it; over TLS (a secured box, where the broker makes the account name the
+    client id) the session is clean: a persistent one would be shared by every client of that account.
+    """
 
     def __init__(self, conn: Connection, *, device: str = "cli", own_topic: bool = False) -> None:
         """``own_topic``: ask on ``lineside/v1/ask/<device>`` (what a device account may write on a
         secured box) instead of the shared ``lineside/v1/ask``."""
         self.ask_topic = topics.ask_device(device) if own_topic else topics.ASK
         self.reply_topic = f"{topics.answer_device(device)}/{uuid.uuid4().hex[:12]}"
-        self._bus = Bus(conn, subscriptions=(self.reply_topic, topics.stream_topic(self.reply_topic)))
-        self._replies = Replies(self._bus)
+        self._conn = conn
+        self._client_id = f"lineside-cli-{uuid.uuid4().hex[:12]}"
+        self._bus: Bus | None = None
+        self._online = asyncio.Event()
+        self._questions: dict[bytes, _Question] = {}
         self._streams: dict[bytes, Callable[[dict[str, Any]], None]] = {}
-        self._reader: asyncio.Task[None] | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._resends: set[asyncio.Task[None]] = set()
+        self._broken: BusError | None = None
+        self.reconnects = 0
+        """How many times the connection was lost and made again."""
+        self.stray = 0
+        """Answers that matched no waiting question (a second copy, or one after its question timed out)."""
+
+    def _make_bus(self) -> Bus:
+        return Bus(
+            self._conn,
+            client_id=self._client_id,
+            subscriptions=(self.reply_topic, topics.stream_topic(self.reply_topic)),
+            persistent=not self._conn.mqtt_tls,
+            session_expiry_s=ASK_SESSION_EXPIRY_S,
+        )
 
     async def __aenter__(self) -> Asker:
-        await self._bus.__aenter__()
-        self._reader = asyncio.create_task(self._read())
+        bus = self._make_bus()
+        await bus.__aenter__()  # a broker that is not there at the start is the user's error to see
+        self._bus = bus
+        self._online.set()
+        self._runner = asyncio.create_task(self._run(bus))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._reader:
-            self._reader.cancel()
-        await self._bus.__aexit__(None, None, None)
+        tasks = [t for t in (self._runner, *self._resends) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._bus is not None:
+            await self._bus.__aexit__(None, None, None)
+            self._bus = None
 
-    async def _read(self) -> None:
-        async for m in self._bus.messages():
+    async def _run(self, bus: Bus) -> None:
+        """Read answers; when the connection is lost, connect again and send the unanswered questions again."""
+        while True:
+            try:
+                await self._read(bus)
+                return
+            except BusError as exc:
+                lost = exc
+            self._online.clear()
+            self._bus = None
+            try:
+                await asyncio.wait_for(bus.__aexit__(None, None, None), PUBLISH_TIMEOUT_S)
+            except TimeoutError:
+                pass  # the connection is gone either way
+            if _taken_over(lost):
+                self._broken = BusError(
+                    f"the broker closed this connection: another client connected with the same client id ({lost}); "
+                    "over TLS the client id is the account name, so use one account per asking client"
+                )
+                for q in self._questions.values():
+                    if not q.answer.done():
+                        q.answer.set_exception(self._broken)
+                return
+            bus = await self._reconnect()
+            self.reconnects += 1
+            self._bus = bus
+            self._online.set()
+            for corr, q in list(self._questions.items()):
+                if q.acked and not q.answer.done():  # the others are still being sent by their ask()
+                    task = asyncio.create_task(self._send(corr, q))
+                    self._resends.add(task)
+                    task.add_done_callback(self._resends.discard)
+
+    async def _reconnect(self) -> Bus:
+        delay = RECONNECT_FIRST_S
+        while True:
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, RECONNECT_MAX_S)
+            bus = self._make_bus()
+            try:
+                await bus.__aenter__()
+            except BusError:
+                continue
+            return bus
+
+    async def _read(self, bus: Bus) -> None:
+        async for m in bus.messages():
             if m.topic == self.reply_topic:
-                self._replies.deliver(m)
+                q = self._questions.get(m.correlation_data or b"")
+                if q is None or q.answer.done():
+                    self.stray += 1
+                else:
+                    q.answer.set_result(m)
                 continue
             on_delta = self._streams.get(m.correlation_data or b"")
             if on_delta is not None:
                 is_msgpack = m.content_type == codec.MSGPACK
                 on_delta(msgspec.msgpack.decode(m.payload) if is_msgpack else json.loads(m.payload))
+
+    async def _send(self, corr: bytes, q: _Question) -> None:
+        """Publish a question until the broker acknowledges it, connection after connection."""
+        while True:
+            if self._broken is not None:
+                raise self._broken
+            await self._online.wait()
+            bus = self._bus
+            if bus is None:
+                continue
+            try:
+                await asyncio.wait_for(
+                    bus.publish(
+                        self.ask_topic, q.payload, correlation_data=corr, response_topic=self.reply_topic, content_type=q.content_type
+                    ),
+                    PUBLISH_TIMEOUT_S,
+                )
+            except (BusError, TimeoutError):
+                if bus is self._bus:
+                    await asyncio.sleep(0.1)  # the reader notices the lost connection and clears _online
+                continue
+            q.acked = True
+            return
 
     async def ask(
         self,
@@ -77,7 +219,7 @@ class Asker:
         msgpack: bool = False,
         on_delta: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Ask and wait for the answer with the same correlation data.
+        """Ask and wait for the answer with the same correlation data; TimeoutError after ``timeout_s``.
 
         With ``on_delta`` the question asks for a stream, and each partial-answer message
         (``{request_id, seq, delta[, final]}``) is passed to it as it arrives.
@@ -87,19 +229,19 @@ class Asker:
             payload_obj["stream"] = True
         payload = msgspec.msgpack.encode(payload_obj) if msgpack else json.dumps(payload_obj, ensure_ascii=False).encode()
         corr = uuid.uuid4().hex.encode()
+        q = _Question(payload, codec.MSGPACK if msgpack else "application/json", asyncio.get_running_loop().create_future())
+        self._questions[corr] = q
         if on_delta is not None:
             self._streams[corr] = on_delta
         try:
-            reply = await self._replies.exchange(
-                self.ask_topic,
-                payload,
-                corr,
-                timeout_s,
-                response_topic=self.reply_topic,
-                content_type=codec.MSGPACK if msgpack else "application/json",
-            )
+            async with asyncio.timeout(timeout_s):
+                await self._send(corr, q)
+                reply = await q.answer
         finally:
+            self._questions.pop(corr, None)
             self._streams.pop(corr, None)
+            if q.answer.done() and not q.answer.cancelled():
+                q.answer.exception()  # seen: a lost connection may fail it just as its waiter times out
         result: dict[str, Any] = msgspec.msgpack.decode(reply.payload) if msgpack else json.loads(reply.payload)
         return result
 
@@ -159,12 +301,22 @@ async def ingest(
     ended: dict[str, dict[str, Any]] = {}
     """Request id -> its terminal status event."""
     sending_done = False
+    restarts = 0
+    """How many times the ingest service went offline while this batch was under way."""
 
-    async with Bus(conn, subscriptions=(topics.INGEST_STATUS,)) as bus:
+    async with Bus(conn, subscriptions=(topics.INGEST_STATUS, topics.status("ingest"))) as bus:
 
         async def listen() -> None:
             """Record status events of our files; return once every sent file has a terminal one."""
+            nonlocal restarts
+            seen_online = False
             async for m in bus.messages():
+                if m.topic == topics.status("ingest"):
+                    if m.payload == b"online":
+                        seen_online = True
+                    elif seen_online:  # not the retained status of a service that was down before we began
+                        restarts += 1
+                    continue
                 try:
                     ev = json.loads(m.payload)
                 except ValueError:
@@ -208,11 +360,12 @@ async def ingest(
         if rid in ended:
             final[name] = ended[rid]
         elif wait:
+            why = "the ingest service restarted during the batch" if restarts else "is the ingest service running?"
             final[name] = {
                 "doc": name,
                 "request_id": rid,
                 "stage": "failed",
-                "reason": f"no result within {timeout_s:g} s (is the ingest service running?)",
+                "reason": f"no result within {timeout_s:g} s ({why}): send it again",
             }
     return final
 

@@ -117,7 +117,11 @@ class Supervisor:
             LINESIDE_WEB_WS_PORT=str(self.ws_port),
             LINESIDE_WEB_CERTFILE=str(cert_dir / "server.crt"),
             LINESIDE_WEB_KEYFILE=str(cert_dir / "server.key"),
+            # Its own account `web`: it adds and removes device accounts for operators (docs/web.md).
+            LINESIDE_MQTT_USERNAME=accounts.WEB,
+            LINESIDE_MQTT_PASSWORD_FILE=str(layout.paths(self.data).secret(accounts.WEB)),
         )
+        env.pop("LINESIDE_MQTT_PASSWORD", None)
         with (self.logs / "web.log").open("ab") as log:
             self.procs["web"] = subprocess.Popen([sys.executable, "-m", "lineside.web"], env=env, stdout=log, stderr=log)
         self.deaths.setdefault("web", [])

@@ -417,6 +417,53 @@ class KbRollbackReply(_Msg, tag="kb.rollback.reply.v1", frozen=True, kw_only=Tru
     error: str = ""
 
 
+# ---------------------------------------------------------------- device accounts (operator accounts only)
+
+
+class DeviceInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One registered device account, as an operator sees it (never its password or hash)."""
+
+    name: str
+    line: str | None = None
+    role: str = "device"
+    can_ingest: bool = False
+
+
+class DevicesListRequest(_Msg, tag="devices.list.v1", frozen=True, kw_only=True):
+    """An operator asks for the device accounts (on ``admin/devices/<operator>``; reply on its inbox)."""
+
+    request_id: str
+
+
+class DeviceAddRequest(_Msg, tag="devices.add.v1", frozen=True, kw_only=True):
+    """An operator adds a device account; the reply carries its password, once."""
+
+    request_id: str
+    name: str
+    line: str | None = None
+
+
+class DeviceRemoveRequest(_Msg, tag="devices.remove.v1", frozen=True, kw_only=True):
+    """An operator removes a device account; the broker refuses it from then on."""
+
+    request_id: str
+    name: str
+
+
+class DevicesReply(_Msg, tag="devices.reply.v1", frozen=True, kw_only=True):
+    """The device accounts after the request, the new password of an added one, or why nothing changed."""
+
+    request_id: str
+    devices: list[DeviceInfo] = msgspec.field(default_factory=list)
+    name: str = ""
+    """The device added or removed."""
+    password: str = ""
+    """An added device's password: sent once, to the operator's own inbox, never stored in clear."""
+    done: bool = False
+    """The device was added or removed (``error`` may still say the broker could not be told)."""
+    error: str = ""
+
+
 # ---------------------------------------------------------------- audit (operator accounts only)
 
 
@@ -490,3 +537,4 @@ RetrieverInbox = RetrieveRequest | IndexChunks | DeleteDocument | KbListRequest 
 GatewayInbox = RetrieveReply | GenerateReply | GenerateDelta
 LlmInbox = GenerateRequest
 IngestInbox = IngestDocument | IngestPart
+DevicesInbox = DevicesListRequest | DeviceAddRequest | DeviceRemoveRequest

@@ -41,6 +41,10 @@ INDEX = f"{INTERNAL}/retriever/index"
 KB = f"{INTERNAL}/retriever/kb"
 GENERATE = f"{INTERNAL}/llm/generate"
 INGEST_DOCUMENT = f"{INTERNAL}/ingest/document"
+ADMIN_DEVICES = f"{INTERNAL}/admin/devices"
+"""Operator accounts manage device accounts on ``admin/devices/<operator>`` (the web page's server
+answers on the operator's reply inbox); the topic is what proves which operator asks."""
+ADMIN_DEVICES_FILTER = f"{ADMIN_DEVICES}/+"
 
 _FORBIDDEN = ("/", "+", "#", "\x00")
 MAX_LEVEL_LEN = 64
@@ -100,6 +104,22 @@ def device_of_source(topic: str) -> str | None:
         return None
     try:
         return level(topic[len(prefix) :], "device")
+    except TopicError:
+        return None
+
+
+def admin_devices(operator: str) -> str:
+    """Topic where an operator account asks to list, add or remove device accounts."""
+    return f"{ADMIN_DEVICES}/{level(operator, 'operator')}"
+
+
+def operator_of_admin(topic: str) -> str | None:
+    """Operator name from ``.../internal/admin/devices/<operator>``, else None."""
+    prefix = ADMIN_DEVICES + "/"
+    if not topic.startswith(prefix):
+        return None
+    try:
+        return level(topic[len(prefix) :], "operator")
     except TopicError:
         return None
 

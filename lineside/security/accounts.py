@@ -14,7 +14,9 @@ SERVICES = ("gateway", "retriever", "llm", "ingest")
 """The service accounts; each service logs in with its own name and ``secrets/<name>.password``."""
 ADMIN = "admin"
 """The operator account of the CLI on the box (``lineside kb list``, ``lineside ingest``, evaluation)."""
-BUILTIN = (*SERVICES, ADMIN)
+WEB = "web"
+"""The web page's server (lineside/web): it adds and removes device accounts for operator accounts."""
+BUILTIN = (*SERVICES, ADMIN, WEB)
 
 CLIENT_ID_PREFIX = "lineside-"
 """Client ids of the services and the CLI start with this; a device (whose client id is its name) may not."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from lineside.errors import ConfigError
-from lineside.security.accounts import ADMIN, Account
+from lineside.security.accounts import ADMIN, WEB, Account
 from schemas import topics
 
 GATEWAY_CLIENT_ID = "lineside-gateway"
@@ -49,6 +49,9 @@ def _service_rules(name: str, gateway_client_id: str) -> list[tuple[str, str]]:
         return [("read", _INGEST), ("write", topics.INDEX), ("write", topics.INGEST_STATUS), *sources, status]
     if name == ADMIN:
         return [("readwrite", _EVERYTHING)]
+    if name == WEB:
+        # Device accounts for operators (the page's operator section), answered on their inboxes.
+        return [("read", topics.ADMIN_DEVICES_FILTER), ("write", _REPLIES), status]
     raise ConfigError(f"unknown built-in account {name!r}")
 
 
@@ -72,6 +75,8 @@ def _device_rules(device: Account) -> list[tuple[str, str]]:
         rules += [("write", topics.KB), ("read", topics.reply_inbox(device.name)), ("write", topics.INDEX)]
         # The audit log the gateway keeps: who asked what (docs/operations.md); never for devices.
         rules += [("write", topics.AUDIT_QUERY), ("read", topics.audit_reply(device.name))]
+        # Device accounts (list, add, remove) in its own name: the web page's server answers.
+        rules += [("write", topics.admin_devices(device.name))]
     return rules
 
 

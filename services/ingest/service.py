@@ -134,6 +134,8 @@ class IngestService:
             await self._status(bus, IngestStatus(request_id=doc.request_id, doc=doc.name, stage="failed", reason=reason))
             return reason
         await bus.publish(topics.INDEX, codec.encode(msg))
+        # Handed on: from now on the retriever reports it. Killed before this line, the next start reports it failed.
+        await asyncio.to_thread(self.transfers.handed_on, doc.request_id)
         try:
             await asyncio.to_thread(self.library.save, doc.name, doc.content)
         except OSError as exc:  # the document is indexed all the same; only its page view is missing
@@ -149,17 +151,25 @@ class IngestService:
         return None
 
     async def on_assembled(self, bus: Bus, a: Assembled) -> None:
-        """Parse a reassembled document from its spool file, then remove the file."""
+        """Parse a reassembled document from its spool file, then remove the file and the transfer's record."""
         try:
-            content = await asyncio.to_thread(a.path.read_bytes)
-        except OSError as exc:
-            await self.on_failed(bus, Failed(request_id=a.request_id, name=a.name, reason=f"could not read the spool file: {exc}"))
-            return
-        finally:
-            a.path.unlink(missing_ok=True)
-        await self.on_document(
-            bus, IngestDocument(request_id=a.request_id, name=a.name, content=content, sha256=a.sha256, line=a.line), announce=False
-        )
+            try:
+                content = await asyncio.to_thread(a.path.read_bytes)
+            except OSError as exc:
+                await self.on_failed(bus, Failed(request_id=a.request_id, name=a.name, reason=f"could not read the spool file: {exc}"))
+                content = None
+            finally:
+                a.path.unlink(missing_ok=True)
+            if content is not None:
+                doc = IngestDocument(request_id=a.request_id, name=a.name, content=content, sha256=a.sha256, line=a.line)
+                await self.on_document(bus, doc, announce=False)
+        except asyncio.CancelledError:
+            # The connection was lost in the middle: say so on the next one (the record stays until then).
+            if self.transfers.unfinished(a.request_id):
+                reason = "the ingest service lost its broker connection while parsing this document: send it again"
+                self.transfers.interrupted.append(Failed(request_id=a.request_id, name=a.name, reason=reason))
+            raise
+        await asyncio.to_thread(self.transfers.handed_on, a.request_id)  # handed on or reported failed
 
     async def on_dropped(self, bus: Bus, job: Dropped) -> None:
         """Parse a drop-folder file, then record it as ingested or park it in inbox/failed with the reason."""
@@ -250,11 +260,18 @@ class IngestService:
 
     async def consume(self, bus: Bus) -> None:
         """The dispatcher, the parse worker, the drop-folder watcher and the stall timer, until cancelled or the connection is lost."""
-        # Each connection starts with an empty queue: what the last one queued died with its tasks,
-        # and drop-folder files among it are found again on the next scan because nothing is pending.
-        self.jobs = asyncio.Queue()
+        # Each connection starts with a new queue. Documents sent to us keep their place in it (their
+        # spool files are there); drop-folder files are found again by the next scan, as nothing is pending.
+        old, self.jobs = self.jobs, asyncio.Queue()
+        while not old.empty():
+            job = old.get_nowait()
+            if not isinstance(job, Dropped):
+                self.jobs.put_nowait(job)
         self.pending = set()
         self.transfers.touch()  # pieces the broker kept for us while we were away are still coming
+        while self.transfers.interrupted:  # taken by an earlier run or connection and never finished: tell their senders
+            await self.on_failed(bus, self.transfers.interrupted[0])
+            await asyncio.to_thread(self.transfers.handed_on, self.transfers.interrupted.pop(0).request_id)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._dispatch(bus), name="dispatch")
             tg.create_task(self._parse_worker(bus), name="parse")

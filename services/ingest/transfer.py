@@ -3,12 +3,16 @@
 The decisions (order, duplicates, size, checksum) are ``handlers.Reassembly``'s; this module owns
 the files. A transfer ends as ``Assembled`` (every piece in, checksum matched: the spool file is
 handed to the parse worker, which removes it) or ``Failed`` (its spool file is already removed).
+Each transfer also has a small record (request id, name) in ``<spool>-journal`` from its first piece
+until the service has handed the document on or reported it failed: a service killed in between
+finds the records at its next start and reports those documents failed, so no sender waits forever.
 Safe to call from worker threads: every public method holds one lock.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import threading
 import time
@@ -72,17 +76,49 @@ class Transfers:
         self._open: dict[str, _Open] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
+        self.journal = spool.parent / f"{spool.name}-journal"
+        """One record per transfer not yet handed on (``<hash of request id>.json``)."""
+        self.interrupted: list[Failed] = []
+        """Transfers an earlier run had taken and never finished (filled by ``clear``), to report failed."""
 
     def clear(self) -> int:
-        """Create the spool directory and remove what an earlier run left in it; return how many files."""
+        """Create the spool directory and remove what an earlier run left in it; return how many spool files.
+
+        The transfers an earlier run had not finished are put in ``interrupted`` (and their late
+        pieces are ignored from now on): the service reports them failed once connected.
+        """
         with self._lock:
             self.spool.mkdir(parents=True, exist_ok=True)
+            self.journal.mkdir(parents=True, exist_ok=True)
             n = 0
             for p in self.spool.iterdir():
                 if p.is_file():
                     p.unlink(missing_ok=True)
                     n += 1
+            reason = "the ingest service restarted while this document was being received or parsed: send it again"
+            for p in sorted(self.journal.glob("*.json")):
+                try:
+                    record = json.loads(p.read_text(encoding="utf-8"))
+                    rid, name = str(record["request_id"]), str(record["name"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    rid = ""  # a record cut short by the kill: nobody can be told
+                p.unlink(missing_ok=True)
+                if rid:
+                    self.interrupted.append(Failed(request_id=rid, name=name, reason=reason))
+                    self._end(rid)
             return n
+
+    def handed_on(self, request_id: str) -> None:
+        """Forget a transfer's record: its document was handed on or reported failed."""
+        with self._lock:
+            self._record_path(request_id).unlink(missing_ok=True)
+
+    def unfinished(self, request_id: str) -> bool:
+        """True while a transfer's record is kept: it was neither handed on nor reported failed."""
+        return self._record_path(request_id).exists()
+
+    def _record_path(self, request_id: str) -> Path:
+        return self.journal / f"{hashlib.sha256(request_id.encode()).hexdigest()[:32]}.json"
 
     @property
     def active(self) -> int:
@@ -145,10 +181,11 @@ class Transfers:
                 t.last_at = now
 
     def close(self) -> None:
-        """Abandon every open transfer and remove its spool file (service shutdown)."""
+        """Abandon every open transfer and remove its spool file (service shutdown); their records
+        stay, so the next start reports them failed."""
         with self._lock:
             for rid in list(self._open):
-                self._drop(rid)
+                self._drop(rid, keep_record=True)
 
     def _start(self, part: IngestPart) -> _Open:
         state = Reassembly(part, self.max_bytes)  # raises DocumentError when refused at the first piece
@@ -161,6 +198,7 @@ class Transfers:
             raise DocumentError(state.name, f"not enough disk space: {free / 2**20:.1f} MiB free in {self.spool}")
         # The file name comes from a hash: a request id is sender-chosen text, never a path.
         path = self.spool / f"{hashlib.sha256(part.request_id.encode()).hexdigest()[:32]}.part"
+        self._record_path(part.request_id).write_text(json.dumps({"request_id": part.request_id, "name": state.name}), encoding="utf-8")
         t = _Open(state=state, path=path, file=path.open("wb"), last_at=self._clock())
         self._open[part.request_id] = t
         return t
@@ -170,13 +208,15 @@ class Transfers:
         self._drop(rid)
         return Failed(request_id=rid, name=t.state.name if t else name, reason=reason)
 
-    def _drop(self, rid: str) -> None:
+    def _drop(self, rid: str, *, keep_record: bool = False) -> None:
         t = self._open.get(rid)
         if t is not None:
             try:
                 t.file.close()
             finally:
                 t.path.unlink(missing_ok=True)
+        if not keep_record:
+            self._record_path(rid).unlink(missing_ok=True)
         self._end(rid)
 
     def _end(self, rid: str) -> None:

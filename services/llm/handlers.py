@@ -152,8 +152,11 @@ def evidence(question: str, passages: Sequence[Passage]) -> list[tuple[int, str]
         return []
     best = focus(question, passages[0].text, keep=EXTRACT_LINES).strip()
     quoted = " / ".join(" ".join(line.split()) for line in best.splitlines() if line.strip())
-    if len(quoted) > QUOTE_CHARS:
-        quoted = quoted[: QUOTE_CHARS - 1] + "\u2026"
+    # A procedure is quoted whole, as it goes into the prompt whole (``focus``): a step cut off
+    # the end of a quote is a step the technician does not see.
+    limit = STEPS_QUOTE_CHARS if step_lines(best) else QUOTE_CHARS
+    if len(quoted) > limit:
+        quoted = quoted[: limit - 1] + "\u2026"
     out = [(0, quoted)]
     for i, p in enumerate(passages[1:], 1):
         line = " ".join(focus(p.ask, p.text, keep=1).split()) if p.ask else ""
@@ -281,6 +284,9 @@ QUOTE_CHARS = 400
 Quoted lines follow the model's answer because a 0.5B model often paraphrases ("overloaded" for
 "motor overload") or takes a value from the neighbouring row: they let the technician check the
 value against the document's own words."""
+
+STEPS_QUOTE_CHARS = 1200
+"""The quote of a step list (the best passage's lines, when they are one): a ten-step procedure whole."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from lineside.bus import Bus, BusError, run_forever
-from lineside.client import ingest, kb_list
+from lineside.client import Asker, ingest, kb_list, kb_versions
 from lineside.settings import Connection
 from schemas import topics
 from services.ingest.handlers import version_of
@@ -236,3 +236,88 @@ def test_retriever_killed_mid_ingest_loses_no_document_and_the_index_agrees_with
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "ok: all agree" in check.stdout
+
+
+def test_a_question_from_the_cli_survives_a_broker_restart(box):
+    """`lineside ask` (the CLI's Asker, a clean client id of its own) asks; the broker is SIGKILLed while
+    the answer is being generated and `lineside up` starts it again: the one answer still arrives."""
+
+    async def go() -> tuple[dict, Asker]:
+        async with Asker(box.client_conn(), device="cli-bk") as asker:
+            # A question of its own (not in the LLM's cache), so it is still being answered at the fault.
+            asked = asyncio.create_task(asker.ask("What press force does the PX-200 press on line WL-2 apply?", timeout_s=150))
+            deadline = time.monotonic() + 30
+            while not _searched(box, "cli-bk") and not asked.done() and time.monotonic() < deadline:  # noqa: ASYNC110 - polls a log file
+                await asyncio.sleep(0.02)
+            assert not asked.done(), f"answered before the fault, nothing was tested: {asked.result()}"
+            await asyncio.to_thread(_kill_broker(box, "kill"))
+            answer = await asked
+            await asyncio.sleep(3)  # a second copy would come within this
+            return answer, asker
+
+    answer, asker = asyncio.run(go())
+    assert answer["status"] not in ("error", "busy"), answer
+    assert asker.reconnects >= 1, "the broker restart did not cut the CLI's connection"
+    assert asker.stray == 0, "a second answer arrived"
+
+
+def _kb_check(box: Stack) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lineside.cli", "kb", "check", "--data", str(box.data)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_ingest_killed_mid_batch_leaves_each_document_old_or_new_or_reported_failed(box, tmp_path):
+    """SIGKILL of the ingest service right after the last piece of a new edition went out: every
+    document of the batch is indexed in its new version, or reported failed saying the ingest
+    service restarted (and then still searchable in its old version); `kb check` is clean and the
+    failed ones go in when sent again."""
+    conn = box.client_conn()
+    changed = tmp_path / "wl2_torque_table.md"
+    changed.write_text(_manual("WL-2 torque table", "edition 1"))
+    first = asyncio.run(ingest(conn, [changed], wait=True, timeout_s=60))[changed.name]
+    assert first["stage"] == "indexed", first
+    old = (version_of(changed.read_bytes()), first["chunks"])
+    changed.write_text(_manual("WL-2 torque table", "edition 2", sections=40))
+    files = [tmp_path / f"wl2_cell_guide_{i:02d}.md" for i in range(4)]
+    for i, f in enumerate(files):
+        f.write_text(_manual(f"WL-2 cell guide {i}", "edition 1"))
+    files.insert(1, changed)
+    ingest_pid = box.procs["ingest"].pid
+
+    def progress(name: str, sent: int, size: int) -> None:
+        if name == changed.name and sent == size and box.procs["ingest"].pid == ingest_pid:
+            box.procs["ingest"].kill()
+
+    # Pieces of 2 KiB: each document is several pieces, and those sent after the kill wait in the broker.
+    results = asyncio.run(ingest(conn, files, wait=True, timeout_s=90, piece_bytes=2048, on_progress=progress))
+    assert box.procs["ingest"].pid != ingest_pid, "the ingest service was not killed and started again"
+    stages = {n: (ev["stage"], ev.get("reason", "")) for n, ev in results.items()}
+    assert set(stages) == {f.name for f in files}
+    for name, (stage, reason) in stages.items():
+        assert stage == "indexed" or (stage == "failed" and "restarted" in reason), (name, stage, reason)
+    listed = {d["doc"]: d for d in asyncio.run(kb_list(conn))}
+    for f in files:
+        new = (version_of(f.read_bytes()), results[f.name].get("chunks"))
+        live = (listed[f.name]["version"], listed[f.name]["chunks"]) if f.name in listed else None
+        if results[f.name]["stage"] == "indexed":
+            assert live == new, f.name
+        else:
+            assert live == (old if f == changed else None), f"{f.name} is searchable in a version it was not: {live}"
+    history = asyncio.run(kb_versions(conn, changed.name))  # `lineside kb history`: one live version, the one listed
+    live_versions = [(v["version"], v["chunks"]) for v in history["versions"] if v["live"]]
+    assert live_versions == [(listed[changed.name]["version"], listed[changed.name]["chunks"])], history
+    check = _kb_check(box)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "ok: all agree" in check.stdout
+
+    failed = [f for f in files if results[f.name]["stage"] == "failed"]
+    print(f"reported failed after the kill: {[f.name for f in failed]}")
+    again = asyncio.run(ingest(conn, failed, wait=True, timeout_s=60)) if failed else {}
+    assert {n: ev["stage"] for n, ev in again.items()} == dict.fromkeys((f.name for f in failed), "indexed"), again
+    listed = {d["doc"]: d for d in asyncio.run(kb_list(conn))}
+    assert {f.name: listed[f.name]["version"] for f in files} == {f.name: version_of(f.read_bytes()) for f in files}

@@ -140,6 +140,7 @@ def _wait(driver, what, timeout: float = 60.0):
 def _login(driver, user: str, password: str) -> None:
     _by(driver, "login-user").clear()
     _by(driver, "login-user").send_keys(user)
+    _by(driver, "login-password").clear()  # after a log out it still holds the last one
     _by(driver, "login-password").send_keys(password)
     _by(driver, "login").click()
 
@@ -353,9 +354,113 @@ def test_a_device_cannot_reach_the_operator_topics(box):
         info = client.publish(f"lineside/v1/source/{OPERATOR}", b"{}", qos=1)  # in another account's name
         info.wait_for_publish(5)
         assert acks.get(info.mid) == "Not authorized"
+        # Device accounts: neither in its own name nor in an operator's (no reply comes: nothing was delivered).
+        for name in (DEVICE, OPERATOR):
+            info = client.publish(
+                f"lineside/v1/internal/admin/devices/{name}", b"\x82\xa4type\xafdevices.list.v1\xaarequest_id\xa1x", qos=1
+            )
+            info.wait_for_publish(5)
+            assert acks.get(info.mid) == "Not authorized", name
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def _device_client(stack: Stack, name: str, password: str, on_message=None):
+    """A device over TLS with MQTT 5, as an HMI connects; returns it with what happened to it."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    events: dict[str, list[str]] = {"connect": [], "disconnect": [], "messages": []}
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, client_id=name)
+    client.username_pw_set(name, password)
+    client.tls_set(ca_certs=str(layout.paths(stack.data).certs / "ca.crt"))
+    client.on_connect = lambda c, u, flags, rc, props: events["connect"].append(str(rc))
+    client.on_disconnect = lambda c, u, flags, rc, props: events["disconnect"].append(str(rc))
+    client.on_message = lambda c, u, m: events["messages"].append(f"{m.topic} {m.payload!r}")
+    client.connect_async("127.0.0.1", stack.tls_port)
+    client.loop_start()
+    _until(lambda: events["connect"])
+    return client, events
+
+
+def test_an_operator_adds_a_device_that_asks_and_removes_it_from_the_page(box, browser, shots):
+    """Add with a line (password shown once), the new device asks on the page, removal cuts it off at once."""
+    stack, passwords = box
+    driver = browser
+    new, line = "tab-wl3", "WL-3"
+    # A device that listens to everything it may: it must see nothing of the operator's device accounts.
+    _fresh(driver, stack)
+    spy, spied = _device_client(stack, DEVICE, passwords[DEVICE])
+    spy.subscribe("#", qos=1)
+    try:
+        _login(driver, OPERATOR, passwords[OPERATOR])
+        _wait(driver, lambda d: _by(d, "admin").is_displayed(), 10)
+        rows = _wait(driver, lambda d: [li.text for li in _by(d, "device", many=True)], 15)
+        assert any(DEVICE in r and "Line: Line 1" in r for r in rows), rows
+        own = next(li for li in _by(driver, "device", many=True) if OPERATOR in li.text)
+        assert not own.find_elements("css selector", "[data-testid=device-remove]")  # an operator cannot remove itself
+
+        _by(driver, "device-name").send_keys("tab wl3")  # a space: refused, saying why
+        _by(driver, "device-add").click()
+        _wait(driver, lambda d: "invalid device name" in _by(d, "device-status").text, 15)
+        _by(driver, "device-name").clear()
+        _by(driver, "device-name").send_keys(new)
+        _by(driver, "device-line").send_keys(line)
+        _by(driver, "device-add").click()
+        password = _wait(driver, lambda d: _by(d, "device-password").text.strip(), 15)
+        assert len(password) >= 20
+        _wait(driver, lambda d: any(new in li.text and f"Line: {line}" in li.text for li in _by(d, "device", many=True)), 5)
+        driver.save_screenshot(str(shots / "8-device-added.png"))
+        kept = driver.execute_script("return JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
+        assert password not in kept, "the new device's password is kept in the browser"
+        assert password not in (stack.logs / "web.log").read_text(), "the new device's password is in the log"
+        spy.unsubscribe("#")
+        assert not [m for m in spied["messages"] if "/internal/" in m or password in m], spied["messages"]
+    finally:
+        spy.disconnect()
+        spy.loop_stop()
+
+    # The new device logs in on the page: its line is shown, and it asks.
+    driver.find_element("id", "logout").click()
+    _login(driver, new, password)
+    _wait(driver, lambda d: f"Line: {line}" in d.find_element("id", "who").text, 15)
+    assert not _by(driver, "admin").is_displayed()
+    _ask(driver, Q_CODE)
+    assert _by(driver, "status").text.startswith(("Answer", "The documents do not cover")), _by(driver, "status").text
+    driver.find_element("id", "logout").click()
+
+    # The operator removes it while it is connected (an HMI over TLS): the broker closes that connection and refuses the next.
+    hmi, hmi_events = _device_client(stack, new, password)
+    try:
+        assert hmi_events["connect"] == ["Success"]
+        _login(driver, OPERATOR, passwords[OPERATOR])
+        remove = _wait(
+            driver,
+            lambda d: next(li for li in _by(d, "device", many=True) if new in li.text).find_element(
+                "css selector", "[data-testid=device-remove]"
+            ),
+            15,
+        )
+        remove.click()
+        _wait(driver, lambda d: "Tap again" in remove.text, 5)
+        remove.click()
+        _wait(driver, lambda d: "it can no longer connect" in _by(d, "device-status").text, 15)
+        assert not any(new in li.text for li in _by(driver, "device", many=True))
+        _until(lambda: hmi_events["disconnect"], 10)
+        assert hmi_events["disconnect"], "the removed device is still connected"
+    finally:
+        hmi.disconnect()
+        hmi.loop_stop()
+    again, again_events = _device_client(stack, new, password)
+    again.disconnect()
+    again.loop_stop()
+    assert again_events["connect"], "no answer to the removed device's connect"
+    assert again_events["connect"][0] != "Success", again_events
+
+    driver.find_element("id", "logout").click()
+    _login(driver, new, password)
+    _wait(driver, lambda d: "Wrong device name or password" in d.page_source, 10)
 
 
 def _until(check, timeout: float = 10.0) -> None:

@@ -223,3 +223,24 @@ def test_a_line_of_another_passage_that_states_the_value_is_quoted_too():
     assert any(i == 1 and "6.5 bar" in text for i, text in quotes)
     # Nothing is added when the best passage already states it best.
     assert h.stronger_evidence("Where are the compressors?", [overview, settings]) is None
+
+
+def test_a_procedure_is_quoted_whole_not_cut_after_its_first_steps():
+    steps = "\n".join(
+        [
+            "4.5 Replacing the filter cartridge of the VX-90",
+            "1. Select COOL DOWN and wait until both zones read below 80 °C.",
+            "2. Close the nitrogen inlet valve V-N1 and lock it with your own padlock.",
+            "3. Open the filter box cover on the operator side (four knurled knobs).",
+            "4. Pull out the used cartridge and bag it as residue waste (waste code HW-12).",
+            "5. Fit a new HX-2201-C with the arrow pointing up and tighten the knobs hand-tight.",
+            "6. Reset the filter hour counter: set parameter P-311 to 0.",
+            "7. Open V-N1, remove your padlock and restart the oven.",
+        ]
+    )
+    [(i, text)] = h.evidence("How do I replace the filter cartridge on the VX-90?", [_p(steps)])
+    assert i == 0
+    assert "80 °C" in text
+    assert "P-311" in text
+    assert "remove your padlock" in text, "the last step too"
+    assert len(text) > h.QUOTE_CHARS

@@ -202,9 +202,9 @@ def test_gateway_inbox_in_the_acl_is_the_gateways_default_client_id():
 
 def test_services_created_once_with_private_secrets(tmp_path):
     files = registry.ensure_services(tmp_path)
-    assert set(files) == {"gateway", "retriever", "llm", "ingest", "admin"}
+    assert set(files) == {"gateway", "retriever", "llm", "ingest", "admin", "web"}
     first = {n: p.read_text() for n, p in files.items()}
-    assert len(set(first.values())) == 5
+    assert len(set(first.values())) == 6
     assert all(len(pw) >= 40 for pw in first.values())
     assert registry.ensure_services(tmp_path) == files
     assert {n: p.read_text() for n, p in files.items()} == first, "a second call must not change any password"

@@ -30,6 +30,10 @@ const TEXT = {
     chooseFile: "Choose a file first.", sending: "sending", uploadFailed: "sending stopped:",
     stage_received: "received, reading…", stage_parsed: "read, indexing…", stage_indexed: "ready to be asked about",
     stage_unchanged: "unchanged (already in the knowledge base)", stage_deleted: "deleted", stage_failed: "failed:",
+    devicesTitle: "Devices", deviceName: "New device's name", deviceLine: "Its line (empty: all lines)", addDevice: "Add device",
+    passwordOnce: "Its password, shown only now: put it into the device.", remove: "Remove", removeConfirm: "Tap again to remove",
+    adding: "adding…", removing: "removing…", added: "added", removed: "removed: it can no longer connect", you: "you",
+    roleOperator: "operator", devicesFailed: "Not done:",
     reasons: {
       nothing_found: "Nothing in the documents matches.", unknown_line: "No document names that production line.",
       unknown_machine: "No document names that machine or part.", unknown_code: "No document has that fault code.",
@@ -57,6 +61,10 @@ const TEXT = {
     chooseFile: "请先选择文件。", sending: "正在发送", uploadFailed: "发送中断：",
     stage_received: "已收到，正在读取……", stage_parsed: "已读取，正在建立索引……", stage_indexed: "已可提问",
     stage_unchanged: "未变化（已在知识库中）", stage_deleted: "已删除", stage_failed: "失败：",
+    devicesTitle: "设备", deviceName: "新设备名", deviceLine: "所属产线（留空：全厂）", addDevice: "添加设备",
+    passwordOnce: "设备密码仅显示这一次，请立即填入设备：", remove: "删除", removeConfirm: "再点一次删除",
+    adding: "正在添加……", removing: "正在删除……", added: "已添加", removed: "已删除，该设备无法再连接", you: "本账号",
+    roleOperator: "管理员", devicesFailed: "未完成：",
     reasons: {
       nothing_found: "文档中没有匹配的内容。", unknown_line: "没有文档提到这条产线。",
       unknown_machine: "没有文档提到该设备或零件。", unknown_code: "没有文档包含该故障代码。",
@@ -305,6 +313,7 @@ function logout() {
   try { localStorage.removeItem("lineside.login"); sessionStorage.removeItem("lineside.login"); } catch { /* nothing kept */ }
   state.device = ""; state.line = undefined; state.role = "device";
   $("admin").hidden = true;
+  showPassword("");
   $("login-form").hidden = false; $("ask-view").hidden = true; $("logout").hidden = true; $("login-error").textContent = "";
   showWho();
 }
@@ -527,6 +536,7 @@ function openAdmin() {
   state.mqtt.subscribe([`${ROOT}/internal/reply/${state.device}`, `${ROOT}/ingest/status`]);
   renderServices();
   loadDocuments();
+  loadDevices();
 }
 
 function renderServices() {
@@ -634,6 +644,71 @@ function onIngestEvent(ev) {
   if (["indexed", "unchanged", "deleted"].includes(ev.stage)) { $("upload-progress").value = $("upload-progress").max; loadDocuments(); }
 }
 
+// ------------------------------------------------------------------ device accounts (operator accounts only; the web server answers)
+// The request goes to the operator's own topic (the ACL allows no other), the reply to its inbox.
+// A new password is only ever put on the screen: never into storage, gone on the next change or logout.
+function devicesRequest(message) {
+  return request(`${ROOT}/internal/admin/devices/${state.device}`, { request_id: `dev-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`, ...message });
+}
+
+function showPassword(password) {
+  $("device-password").textContent = password;
+  $("device-secret").hidden = !password;
+}
+
+function renderDevices(devices) {
+  const ol = $("devices");
+  ol.replaceChildren();
+  for (const d of devices) {
+    const li = document.createElement("li");
+    li.dataset.testid = "device";
+    const name = document.createElement("span"); name.className = "doc"; name.textContent = d.name;
+    const info = document.createElement("small");
+    info.textContent = [`${t("line")}: ${d.line || t("plantWide")}`, ...(d.role === "operator" ? [t("roleOperator")] : []),
+      ...(d.name === state.device ? [t("you")] : [])].join(" · ");
+    li.append(name, info);
+    if (d.name !== state.device) {
+      const del = document.createElement("button");
+      del.type = "button"; del.className = "secondary"; del.dataset.testid = "device-remove"; del.textContent = t("remove");
+      del.addEventListener("click", () => {
+        if (del.dataset.armed) { del.disabled = true; removeDevice(d.name); return; }
+        del.dataset.armed = "1"; del.textContent = t("removeConfirm"); // a second tap removes
+      });
+      li.append(del);
+    }
+    ol.append(li);
+  }
+}
+
+async function devicesDo(message, busy, done) {
+  const status = $("device-status");
+  showPassword("");
+  status.textContent = `${message.name ? message.name + ": " : ""}${busy}`;
+  try {
+    const reply = await devicesRequest(message);
+    renderDevices(reply.devices || []);
+    if (reply.password) showPassword(reply.password);
+    // A change that was made may still carry a note (the broker could not be told to reload).
+    const ok = message.type === "devices.list.v1" ? !reply.error : !!reply.done;
+    status.textContent = ok ? (done ? `${reply.name}: ${done}` : "") + (reply.error ? ` (${reply.error})` : "") : `${t("devicesFailed")} ${reply.error}`;
+    return ok;
+  } catch (err) {
+    status.textContent = `${t("devicesFailed")} ${err.message}`;
+    return false;
+  }
+}
+
+function loadDevices() { return devicesDo({ type: "devices.list.v1" }, "", ""); }
+
+async function addDevice() {
+  const name = $("device-name").value.trim(), line = $("device-line").value.trim();
+  $("device-add").disabled = true;
+  if (await devicesDo({ type: "devices.add.v1", name, line: line || null }, t("adding"), t("added"))) { $("device-name").value = ""; $("device-line").value = ""; }
+  $("device-add").disabled = false;
+}
+
+function removeDevice(name) { return devicesDo({ type: "devices.remove.v1", name }, t("removing"), t("removed")); }
+
 // ------------------------------------------------------------------ wiring
 document.addEventListener("DOMContentLoaded", () => {
   applyLanguage();
@@ -649,6 +724,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("retry").addEventListener("click", () => { if (state.last) ask(state.last.question); });
   $("upload-form").addEventListener("submit", (ev) => { ev.preventDefault(); upload($("upload-file").files[0]); });
   $("refresh").addEventListener("click", loadDocuments);
+  $("device-form").addEventListener("submit", (ev) => { ev.preventDefault(); addDevice(); });
   $("source-close").addEventListener("click", () => { $("source-view").hidden = true; state.shown = null; });
   document.addEventListener("keydown", (ev) => { if (ev.key === "Escape") { $("source-view").hidden = true; state.shown = null; } });
   let saved = null;
