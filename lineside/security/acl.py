@@ -51,7 +51,7 @@ def _service_rules(name: str, gateway_client_id: str) -> list[tuple[str, str]]:
         return [("readwrite", _EVERYTHING)]
     if name == WEB:
         # Device accounts for operators (the page's operator section), answered on their inboxes.
-        return [("read", topics.ADMIN_DEVICES_FILTER), ("write", _REPLIES), status]
+        return [("read", topics.ADMIN_DEVICES_FILTER), ("write", _REPLIES)]
     raise ConfigError(f"unknown built-in account {name!r}")
 
 

@@ -102,7 +102,8 @@ class DeviceAdmin:
 
     def make_bus(self) -> Bus:
         """The handler's connection as the ``web`` account: the operators' device-account topics."""
-        return Bus(self.s, client_id=self.s.client_id, service="web", subscriptions=(topics.ADMIN_DEVICES_FILTER,))
+        # No retained status: `lineside up` and the tests wait for exactly the four services' statuses.
+        return Bus(self.s, client_id=self.s.client_id, subscriptions=(topics.ADMIN_DEVICES_FILTER,))
 
     async def run(self) -> None:
         """Serve until cancelled, reconnecting when the broker goes away."""

@@ -435,13 +435,8 @@ def test_an_operator_adds_a_device_that_asks_and_removes_it_from_the_page(box, b
     try:
         assert hmi_events["connect"] == ["Success"]
         _login(driver, OPERATOR, passwords[OPERATOR])
-        remove = _wait(
-            driver,
-            lambda d: next(li for li in _by(d, "device", many=True) if new in li.text).find_element(
-                "css selector", "[data-testid=device-remove]"
-            ),
-            15,
-        )
+        row = _wait(driver, lambda d: next((li for li in _by(d, "device", many=True) if new in li.text), None), 15)
+        remove = row.find_element("css selector", "[data-testid=device-remove]")
         remove.click()
         _wait(driver, lambda d: "Tap again" in remove.text, 5)
         remove.click()

@@ -687,7 +687,7 @@ async function devicesDo(message, busy, done) {
   try {
     const reply = await devicesRequest(message);
     renderDevices(reply.devices || []);
-    if (reply.password) showPassword(reply.password);
+    if (reply.password) { showPassword(reply.password); $("device-secret").scrollIntoView({ block: "center" }); }
     // A change that was made may still carry a note (the broker could not be told to reload).
     const ok = message.type === "devices.list.v1" ? !reply.error : !!reply.done;
     status.textContent = ok ? (done ? `${reply.name}: ${done}` : "") + (reply.error ? ` (${reply.error})` : "") : `${t("devicesFailed")} ${reply.error}`;
