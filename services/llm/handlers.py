@@ -47,13 +47,7 @@ def focus(question: str, text: str, keep: int = FOCUS_LINES) -> str:
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if len(lines) <= keep:
         return "\n".join(lines)
-    q = terms(question)
-    shared = [q & terms(ln) for ln in lines]
-    df: dict[str, int] = {}
-    for found in shared:
-        for t in found:
-            df[t] = df.get(t, 0) + 1
-    weight = {t: math.log(1 + len(lines) / n) for t, n in df.items()}
+    shared, weight = _line_weights(question, lines)
     scored = sorted(range(len(lines)), key=lambda i: (-sum(weight[t] for t in shared[i]), i))
     steps = step_lines(text)
     if steps:
