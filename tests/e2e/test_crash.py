@@ -245,7 +245,7 @@ def test_a_question_from_the_cli_survives_a_broker_restart(box):
     async def go() -> tuple[dict, Asker]:
         async with Asker(box.client_conn(), device="cli-bk") as asker:
             # A question of its own (not in the LLM's cache), so it is still being answered at the fault.
-            asked = asyncio.create_task(asker.ask("What press force does the PX-200 press on line WL-2 apply?", timeout_s=150))
+            asked = asyncio.create_task(asker.ask("What press force does the PX-200 press apply, in kN?", timeout_s=150))
             deadline = time.monotonic() + 30
             while not _searched(box, "cli-bk") and not asked.done() and time.monotonic() < deadline:  # noqa: ASYNC110 - polls a log file
                 await asyncio.sleep(0.02)
@@ -256,7 +256,9 @@ def test_a_question_from_the_cli_survives_a_broker_restart(box):
             return answer, asker
 
     answer, asker = asyncio.run(go())
-    assert answer["status"] not in ("error", "busy"), answer
+    # The CLI's part is one answer, whatever it says: whether the box loses no generation to a broker
+    # restart (no `llm_timeout`) is test_broker_killed_mid_burst's to check.
+    assert answer["status"] != "busy", answer
     assert asker.reconnects >= 1, "the broker restart did not cut the CLI's connection"
     assert asker.stray == 0, "a second answer arrived"
 
@@ -272,10 +274,11 @@ def _kb_check(box: Stack) -> subprocess.CompletedProcess[str]:
 
 
 def test_ingest_killed_mid_batch_leaves_each_document_old_or_new_or_reported_failed(box, tmp_path):
-    """SIGKILL of the ingest service right after the last piece of a new edition went out: every
-    document of the batch is indexed in its new version, or reported failed saying the ingest
-    service restarted (and then still searchable in its old version); `kb check` is clean and the
-    failed ones go in when sent again."""
+    """SIGKILL of the ingest service halfway through the pieces of a new edition, in a batch: every
+    document is indexed in its new version, or reported failed saying the ingest service restarted
+    (and then still searchable in its old version, if it had one); the interrupted edition is
+    reported failed at once, not after the client's timeout; `kb check` is clean and the failed
+    ones go in when sent again."""
     conn = box.client_conn()
     changed = tmp_path / "wl2_torque_table.md"
     changed.write_text(_manual("WL-2 torque table", "edition 1"))
@@ -290,14 +293,21 @@ def test_ingest_killed_mid_batch_leaves_each_document_old_or_new_or_reported_fai
     ingest_pid = box.procs["ingest"].pid
 
     def progress(name: str, sent: int, size: int) -> None:
-        if name == changed.name and sent == size and box.procs["ingest"].pid == ingest_pid:
+        if name == changed.name and sent >= size // 2 and box.procs["ingest"].pid == ingest_pid:
+            time.sleep(0.3)  # the service has written the pieces sent so far
             box.procs["ingest"].kill()
 
     # Pieces of 2 KiB: each document is several pieces, and those sent after the kill wait in the broker.
+    t0 = time.monotonic()
     results = asyncio.run(ingest(conn, files, wait=True, timeout_s=90, piece_bytes=2048, on_progress=progress))
+    assert time.monotonic() - t0 < 60, "the client waited for its timeout"
     assert box.procs["ingest"].pid != ingest_pid, "the ingest service was not killed and started again"
     stages = {n: (ev["stage"], ev.get("reason", "")) for n, ev in results.items()}
     assert set(stages) == {f.name for f in files}
+    assert stages[changed.name] == (
+        "failed",
+        "the ingest service restarted while this document was being received or parsed: send it again",
+    )
     for name, (stage, reason) in stages.items():
         assert stage == "indexed" or (stage == "failed" and "restarted" in reason), (name, stage, reason)
     listed = {d["doc"]: d for d in asyncio.run(kb_list(conn))}
@@ -316,7 +326,6 @@ def test_ingest_killed_mid_batch_leaves_each_document_old_or_new_or_reported_fai
     assert "ok: all agree" in check.stdout
 
     failed = [f for f in files if results[f.name]["stage"] == "failed"]
-    print(f"reported failed after the kill: {[f.name for f in failed]}")
     again = asyncio.run(ingest(conn, failed, wait=True, timeout_s=60)) if failed else {}
     assert {n: ev["stage"] for n, ev in again.items()} == dict.fromkeys((f.name for f in failed), "indexed"), again
     listed = {d["doc"]: d for d in asyncio.run(kb_list(conn))}
