@@ -52,6 +52,16 @@ RETRIEVER_DOWN = "the retriever service is offline and did not come back in time
 R = TypeVar("R")
 
 
+REISSUE_AFTER_CONNECT_S = 5.0
+"""After the gateway (re)connects, every request of its own still waiting this long is sent once
+more. After a broker restart the workers' retained "online" is the one from before the restart,
+and a request the gateway sent in the second before the llm had connected again never reached it
+although its session is persistent (seen in tests/e2e/test_crash.py: the question ended
+`llm_timeout` two minutes later). Services are back within a second or two (backoff from 0.5 s);
+a request that reached its worker and is still being answered is sent twice, and the first reply
+wins."""
+
+
 class ServiceDownError(LinesideError):
     """No worker of a service was online before the question's deadline."""
 
@@ -218,6 +228,15 @@ class Gateway:
         except sqlite3.Error as exc:
             self.log.error("journal_write_failed", key=key, reason=f"{type(exc).__name__}: {exc}")
             return True
+
+    async def reissue_after_connect(self) -> None:
+        """Send again, once, what is still waiting ``REISSUE_AFTER_CONNECT_S`` after connecting."""
+        await asyncio.sleep(REISSUE_AFTER_CONNECT_S)
+        if self.replies is None:
+            return
+        for family, keys in self.waiting_on.items():
+            for key in list(keys):
+                self.replies.fail(key, WorkerLostError(f"{family}: sent while the broker came back"))
 
     async def on_reply_inbox(self, bus: Bus, m: Inbound) -> None:
         """A reply to one of the gateway's requests, or a streamed piece of an answer."""
@@ -515,6 +534,7 @@ class Gateway:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(resume(), name="resume")
             tg.create_task(dispatch(), name="dispatch")
+            tg.create_task(self.reissue_after_connect(), name="reissue-after-connect")
             for i in range(self.s.workers):
                 tg.create_task(self._worker(bus), name=f"ask-{i}")
 
