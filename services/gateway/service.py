@@ -130,6 +130,8 @@ class Gateway:
         self.asks: asyncio.Queue[tuple[Inbound, RequestId]] = asyncio.Queue(maxsize=settings.max_waiting)
         self.metrics.queue_depth.set_function(self.asks.qsize)
         self.replies: Replies | None = None
+        self.connections = 0
+        """How many times the gateway has connected to the broker (``reissue_after_connect``)."""
         self._decode = codec.decoder(GatewayInbox)
         self._decode_audit = codec.decoder(AuditQuery)
 
@@ -230,7 +232,11 @@ class Gateway:
             return True
 
     async def reissue_after_connect(self) -> None:
-        """Send again, once, what is still waiting ``REISSUE_AFTER_CONNECT_S`` after connecting."""
+        """Send again, once, what is still waiting ``REISSUE_AFTER_CONNECT_S`` after connecting again
+        (not after the first connection: then no worker can have missed a request)."""
+        self.connections += 1
+        if self.connections == 1:
+            return
         await asyncio.sleep(REISSUE_AFTER_CONNECT_S)
         if self.replies is None:
             return

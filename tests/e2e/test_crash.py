@@ -67,6 +67,8 @@ class Device:
         self.bus: Bus | None = None
         self.connected = asyncio.Event()
         self.arrived = asyncio.Event()
+        self.in_flight_at_fault: set[str] = set()
+        """Questions asked and not yet answered when the fault struck."""
 
     def make_bus(self) -> Bus:
         """The device's connection: its own answer topic, a session that outlives the connection."""
@@ -126,6 +128,7 @@ def burst_with_fault(stack: Stack, name: str, fault: Callable[[], None], *, when
             deadline = time.monotonic() + 30
             while not when() and time.monotonic() < deadline:  # noqa: ASYNC110 - polls a log file
                 await asyncio.sleep(0.02)
+            device.in_flight_at_fault = {f"{name}-{i}" for i in range(half)} - device.answered()
             await asyncio.to_thread(fault)
             for i in range(half, BURST):
                 await device.ask(f"{name}-{i}", QUESTIONS[i])
@@ -180,8 +183,21 @@ def _kill_broker(box: Stack, how: str) -> Callable[[], None]:
 
 
 def test_broker_killed_mid_burst(box):
+    """Every question answered, none with an error. The one window MQTT leaves open: an answer the
+    gateway was publishing as the broker died (the broker had stored it, the acknowledgement never
+    came back) is sent again after the restart, so a question in flight at that moment may get the
+    same answer twice (docs/operations.md); any other question exactly once."""
     device = burst_with_fault(box, "plc-bk", _kill_broker(box, "kill"), when=lambda: _searched(box, "plc-bk"))
-    _assert_each_answered_once(device)
+    rids = [a["request_id"] for a in device.answers]
+    expected = [f"plc-bk-{i}" for i in range(BURST)] + ["plc-bk-after"]
+    assert sorted(set(rids)) == sorted(expected), f"answers by request id: {sorted(rids)}"
+    twice = {r for r in rids if rids.count(r) > 1}
+    assert twice <= device.in_flight_at_fault, f"answered twice but not in flight when the broker died: {twice}"
+    for r in twice:
+        copies = {(a["status"], a["answer"]) for a in device.answers if a["request_id"] == r}
+        assert len(copies) == 1, f"{r} got two different answers: {copies}"
+    bad = [(a["request_id"], a["status"], a.get("error")) for a in device.answers if a["status"] in ("error", "busy")]
+    assert not bad, bad
 
 
 def test_broker_stopped_mid_burst(box):
