@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -422,42 +422,49 @@ async def _send_pieces(
     return None
 
 
-async def kb_list(conn: Connection, timeout_s: float = 10.0) -> list[dict[str, Any]]:
-    """The documents in the knowledge base: name, version (sha256), chunks, ingested_at."""
+R = TypeVar("R")
+
+
+async def request_once(
+    conn: Connection, topic: str, make: Callable[[str, str], msgspec.Struct], reply_type: type[R], timeout_s: float
+) -> R:
+    """One internal request over a connection of its own: ``make(request_id, reply_to)`` builds the
+    message; its ``reply_type`` answer, TimeoutError after ``timeout_s``."""
     bus = Bus(conn)
     replies = Replies(bus)
     async with bus:
         await bus.subscribe(replies.inbox)
         pump = asyncio.create_task(replies.pump())
         try:
-            msg = KbListRequest(request_id=uuid.uuid4().hex, reply_to=replies.inbox)
-            reply = await replies.request(topics.KB, msg, KbListReply, timeout_s)
+            return await replies.request(topic, make(uuid.uuid4().hex, replies.inbox), reply_type, timeout_s)
         finally:
             pump.cancel()
-        return [msgspec.structs.asdict(d) for d in reply.documents]
+
+
+async def kb_list(conn: Connection, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """The documents in the knowledge base: name, version (sha256), chunks, ingested_at."""
+    reply = await request_once(conn, topics.KB, lambda rid, inbox: KbListRequest(request_id=rid, reply_to=inbox), KbListReply, timeout_s)
+    return [msgspec.structs.asdict(d) for d in reply.documents]
 
 
 async def kb_versions(conn: Connection, doc: str, *, rollback_to: str | None = None, timeout_s: float = 30.0) -> dict[str, Any]:
     """A document's versions (`kb history`), or with ``rollback_to`` (a version, a sha256 prefix,
     or "" for the newest earlier one) make that version live (`kb rollback`); the reply as a dict."""
-    bus = Bus(conn)
-    replies = Replies(bus)
-    async with bus:
-        await bus.subscribe(replies.inbox)
-        pump = asyncio.create_task(replies.pump())
-        try:
-            rid = uuid.uuid4().hex
-            if rollback_to is None:
-                reply: Any = await replies.request(
-                    topics.KB, KbHistoryRequest(request_id=rid, reply_to=replies.inbox, doc=doc), KbHistoryReply, timeout_s
-                )
-            else:
-                msg = KbRollbackRequest(request_id=rid, reply_to=replies.inbox, doc=doc, to=rollback_to)
-                reply = await replies.request(topics.KB, msg, KbRollbackReply, timeout_s)
-        finally:
-            pump.cancel()
-        out: dict[str, Any] = msgspec.to_builtins(reply)
-        return out
+    reply: KbHistoryReply | KbRollbackReply
+    if rollback_to is None:
+        reply = await request_once(
+            conn, topics.KB, lambda rid, inbox: KbHistoryRequest(request_id=rid, reply_to=inbox, doc=doc), KbHistoryReply, timeout_s
+        )
+    else:
+        reply = await request_once(
+            conn,
+            topics.KB,
+            lambda rid, inbox: KbRollbackRequest(request_id=rid, reply_to=inbox, doc=doc, to=rollback_to),
+            KbRollbackReply,
+            timeout_s,
+        )
+    out: dict[str, Any] = msgspec.to_builtins(reply)
+    return out
 
 
 async def kb_delete(conn: Connection, doc: str, timeout_s: float = 30.0) -> dict[str, Any]:

@@ -244,14 +244,14 @@ SITE_MENTION = re.compile(
     r"\b(?:plant|site|factory|mill|works|werk|usine)\s*-?\s*(\d{1,2})(?![\d.])|(?<![\d一二三四五六七八九十])(\d{1,2}|[一二三四五六七八九十])\s*号?\s*厂(?![商家区内外房长])",
     re.IGNORECASE,
 )
-"""A numbered site of a company: "Plant 3", "PLANT3", "Site 2", "Werk 1", "三厂", "2号厂"."""
+"""A numbered site of a company: "Plant 6", "PLANT6", "Site 4", "Werk 1", "六厂", "4号厂"."""
 
 
 def site_mentions(text: str) -> list[str]:
-    """The numbered sites ``text`` names, as their numbers ("Plant 3" and "三厂" are both "3").
+    """The numbered sites ``text`` names, as their numbers ("Plant 6" and "六厂" are both "6").
 
     Serves companies with several plants that number them: documents say which plant they are
-    for, and technicians ask about "the sister plant", "Plant 2", "二厂"."""
+    for, and technicians ask about "the sister plant", "Plant 4", "四厂"."""
     out = []
     for m in SITE_MENTION.finditer(text):
         number = m.group(1) or m.group(2)

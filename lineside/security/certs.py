@@ -119,10 +119,13 @@ def export_ca(cp: CertPaths, directory: Path) -> Path:
     """Copy the CA certificate (never a key) to ``directory`` as ``lineside-ca.crt``, readable by
     every account: for a USB stick, or for a service account such as node-red's, which cannot
     read the box's own 0700 certificate folder."""
-    directory.mkdir(parents=True, exist_ok=True)
     target = directory / "lineside-ca.crt"
-    shutil.copyfile(cp.ca_cert, target)
-    target.chmod(0o644)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cp.ca_cert, target)
+        target.chmod(0o644)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {target}: {exc.strerror or exc}; is the medium mounted and writable?") from exc
     # The same digest as `fingerprint`, read back from the copy: what the device will trust.
     if hashlib.sha256(target.read_bytes()).digest() != hashlib.sha256(cp.ca_cert.read_bytes()).digest():
         raise ConfigError(f"the copy {target} differs from {cp.ca_cert}: check the medium and export again")

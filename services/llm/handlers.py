@@ -223,8 +223,8 @@ def stronger_evidence(question: str, passages: Sequence[Passage]) -> tuple[int, 
     passage, or None. Returns its index in ``passages[1:]`` and the line.
 
     The best-ranked passage is not always the one that states the value: a section heading or an
-    overview matches the question's topic, the next section holds the figure ("the lag compressor
-    cuts in at 6.5 bar"). Every line of the first ``STRONGER_FROM`` passages is weighed with the
+    overview matches the question's topic, the next section holds the figure (the pressure at
+    which a standby pump starts). Every line of the first ``STRONGER_FROM`` passages is weighed with the
     same rarity weights (as ``focus`` does within one passage); a line of another passage is
     quoted when it outweighs the best passage's best line.
     """

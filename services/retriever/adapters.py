@@ -18,7 +18,7 @@ from lineside.errors import ModelError
 from lineside.text import index_tokens, lexical_text, site_mentions
 from schemas.messages import Chunk, Passage
 from services.retriever import versions
-from services.retriever.handlers import asset_aliases
+from services.retriever.handlers import aliases_from_pairs, asset_pairs
 
 
 class Embedder(Protocol):
@@ -119,9 +119,29 @@ def _bump_generation(cur: sqlite3.Cursor) -> None:
     cur.execute("INSERT INTO meta(key, value) VALUES ('generation', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
 
 
-_SITE_WORDS = ("plant", "site", "factory", "mill", "works", "werk", "usine", "厂")
-"""Words of ``lineside.text.SITE_MENTION``: only chunks with one of them are read for the sites."""
-_SITE_CHUNKS = "SELECT doc, title, text FROM chunks WHERE " + " OR ".join(["(doc || title || text) LIKE ?"] * len(_SITE_WORDS))  # noqa: S608 - placeholders only
+_ENTITIES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entities (
+    doc TEXT NOT NULL,     -- the document they were learned from (replaced and deleted with it)
+    kind TEXT NOT NULL,    -- 'asset': name = tag (case-folded), value = machine; 'site': name = site number
+    name TEXT NOT NULL,
+    value TEXT NOT NULL DEFAULT '',
+    n INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS entities_doc ON entities (doc);
+"""
+"""The plant's entities learned from each document at ingest (asset tags and their machines, the
+sites it names), so a question never scans the chunks for them."""
+
+
+def _learn_entities(cur: sqlite3.Cursor, doc: str, chunks: Sequence[Chunk]) -> None:
+    """Replace what ``doc`` says about the plant's assets and sites, in the caller's transaction."""
+    cur.execute("DELETE FROM entities WHERE doc = ?", (doc,))
+    pairs = asset_pairs(ch.text for ch in chunks)
+    cur.executemany(
+        "INSERT INTO entities(doc, kind, name, value, n) VALUES (?, 'asset', ?, ?, ?)", [(doc, t, m, n) for (t, m), n in pairs.items()]
+    )
+    sites = {s for ch in chunks for s in site_mentions(f"{doc}\n{ch.title}\n{ch.text}")}
+    cur.executemany("INSERT INTO entities(doc, kind, name) VALUES (?, 'site', ?)", [(doc, s) for s in sorted(sites)])
 
 
 class Index:
@@ -145,6 +165,7 @@ class Index:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._db.executescript(versions.SCHEMA)
+        self._db.executescript(_ENTITIES_SCHEMA)
         self.keep_versions = keep_versions
         """Earlier versions of each document kept for `lineside kb rollback` (services/retriever/versions.py)."""
         self._lock = threading.RLock()
@@ -162,6 +183,7 @@ class Index:
         if model and not self.stale:
             self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('model', ?)", (model,))
         self._vectors = self._load_vectors()
+        self._learn_missing_entities()
 
     def reembed(self, embed: Callable[[Sequence[str]], np.ndarray], text_of: Callable[[str, str], str], batch: int = 64) -> int:
         """Embed every stored chunk again with ``embed`` (``text_of(title, text)`` is what is
@@ -282,6 +304,7 @@ class Index:
                         "INSERT INTO chunks_lex(rowid, title, text) VALUES (?,?,?)",
                         (cur.lastrowid, lexical_text(ch.title), lexical_text(ch.text)),
                     )
+                _learn_entities(cur, doc, chunks)
                 _bump_generation(cur)
                 cur.execute("COMMIT")
             except BaseException:
@@ -307,6 +330,7 @@ class Index:
             cur.execute("DELETE FROM chunks WHERE doc = ?", (doc,))
             n = cur.execute("DELETE FROM docs WHERE doc = ?", (doc,)).rowcount
             versions.forget(cur, doc)
+            cur.execute("DELETE FROM entities WHERE doc = ?", (doc,))
             _bump_generation(cur)
             cur.execute("COMMIT")
             self._df_cache.clear()
@@ -337,25 +361,39 @@ class Index:
         the plant's asset inventory, learned from its documents. Cached until the index changes."""
         with self._lock:
             if self._assets is None:
-                rows = self._db.execute("SELECT text FROM chunks WHERE instr(text, ': ') > 0 AND instr(text, '; ') > 0")
-                self._assets = asset_aliases(r[0] for r in rows)
+                rows = self._db.execute("SELECT name, value, SUM(n) FROM entities WHERE kind = 'asset' GROUP BY name, value")
+                self._assets = aliases_from_pairs(rows)
             return self._assets
 
     def home_sites(self) -> list[str]:
-        """The numbered sites the documents are about (``site_mentions``: "Plant 3" is "3"): those
+        """The numbered sites the documents are about (``site_mentions``: "Plant 6" is "6"): those
         that at least half as many documents name as the most named one. A site only one or two
         documents mention in passing (the sister plant) is not among them. Cached until the index
         changes."""
         with self._lock:
             if self._sites is None:
-                docs: dict[str, set[str]] = {}
-                rows = self._db.execute(_SITE_CHUNKS, [f"%{w}%" for w in _SITE_WORDS])
-                for doc, title, text in rows:
-                    for site in site_mentions(f"{doc}\n{title}\n{text}"):
-                        docs.setdefault(site, set()).add(doc)
-                most = max((len(d) for d in docs.values()), default=0)
-                self._sites = sorted(site for site, d in docs.items() if len(d) * 2 >= most)
+                docs = dict(self._db.execute("SELECT name, COUNT(DISTINCT doc) FROM entities WHERE kind = 'site' GROUP BY name"))
+                most = max(docs.values(), default=0)
+                self._sites = sorted(site for site, n in docs.items() if n * 2 >= most)
             return self._sites
+
+    def _learn_missing_entities(self) -> None:
+        """An index from before the entities table: learn them once at start, not on a question."""
+        if self.meta("entities") == "1":
+            return
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.execute("DELETE FROM entities")
+                for (doc,) in self._db.execute("SELECT doc FROM docs").fetchall():
+                    rows = cur.execute("SELECT locator, title, text, line FROM chunks WHERE doc = ?", (doc,)).fetchall()
+                    _learn_entities(cur, doc, [Chunk(locator=r[0], title=r[1], text=r[2], line=r[3]) for r in rows])
+                cur.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('entities', '1')")
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
 
     def documents(self) -> list[tuple[str, str, int, float]]:
         """(doc, version, chunks, ingested_at) for every stored document."""

@@ -27,10 +27,10 @@ def row_gist(text: str) -> str:
     """A table row as it is embedded: its column names, with the values that are words or names,
     without the bare numbers, times and dates.
 
-    Serves registers and logs with many numeric columns (a program row with ten zone
-    temperatures, a log row with its start time and minutes): twenty numbers make the row's
-    vector say little about what the row is, so a question about "zone 5 of the PS-88 program"
-    finds the SOP that mentions the product instead of the register row. Numbers are matched
+    Serves registers and logs with many numeric columns (a recipe row with a dozen setpoints, a
+    log row with its start time and minutes): twenty numbers make the row's vector say little
+    about what the row is, so a question about "setpoint 7 of recipe VX90-A" finds the SOP that
+    mentions the recipe instead of the register row. Numbers are matched
     exactly by the word and exact-name rankings, which read the full text. Other text unchanged.
     """
     lines = text.splitlines()
@@ -105,7 +105,7 @@ def clauses(question: str) -> list[str]:
 
 
 def per_line_asks(question: str, known_lines: Sequence[str]) -> list[str]:
-    """A question that compares production lines ("the squeegee pressure on WL-1 and WL-2", "2 线和
+    """A question that compares production lines ("the conveyor speed on WL-1 and WL-2", "2 线和
     3 线的设定各是多少") as one ask per line: the question with the other lines left out. Each
     line's value is in its own document or row, and one search for both finds one of them.
     Empty for a question naming fewer than two lines."""
@@ -217,10 +217,10 @@ _MONTH_PREPOSITION = re.compile(r"\b(?:in|during|since|until|of|early|late|mid)\
 
 
 def month_groups(question: str, today: dt.date) -> list[list[str]]:
-    """Months a question names without a day ("in June", "七月份", "7月"), each as the
+    """Months a question names without a day ("in August", "八月份", "8月"), each as the
     ``YYYY-MM-`` prefix of the log rows of the most recent such month up to ``today``.
 
-    Serves how technicians date an event they half remember: "the stop in June", "七月份那次停机".
+    Serves how technicians date an event they half remember: "the stop in August", "八月份那次停线".
     A month with a day is a date (``date_groups``); "May" and "March" count only after "in",
     "during", "since", "until" or "of" ("May I ask" is not a date).
     """
@@ -254,7 +254,7 @@ def _month_prefix(day: dt.date, back: int = 0) -> str:
 
 def relative_date_groups(question: str, today: dt.date) -> list[list[str]]:
     """Dates a question names relative to ``today`` ("yesterday", "last month", "on the 3rd",
-    "上个月", "3号", "in June", "七月份"), each as the ISO-date strings (or ``YYYY-MM-`` month
+    "上个月", "3号", "in August", "八月份"), each as the ISO-date strings (or ``YYYY-MM-`` month
     prefixes) a log row of that period contains. "On the 3rd" is the most recent 3rd, this month
     or last; a month named alone is the most recent such month."""
     spans: list[list[str]] = []
@@ -327,15 +327,10 @@ def _column_kind(header: str) -> str | None:
     return None
 
 
-def asset_aliases(rows: Iterable[str]) -> dict[str, list[str]]:
-    """The machine model each asset tag is, learned from the plant's own tables: rows (``column:
-    value; ...`` lines, as tables are ingested) with an asset column and a machine column.
-
-    Serves how technicians name a machine: by the tag on it ("THX-02 threw E-5"), while fault
-    tables and manuals name the model ("E-5 on the HX-9 filler"). Each tag maps to the machine
-    value its rows give most often, and the codes in that value (``HX-9`` of "HX-9 filler").
-    """
-    seen: dict[str, Counter[str]] = {}
+def asset_pairs(rows: Iterable[str]) -> Counter[tuple[str, str]]:
+    """(asset tag case-folded, machine) pairs of the rows (``column: value; ...`` lines, as tables
+    are ingested) that have an asset column and a machine column, with how often each occurs."""
+    seen: Counter[tuple[str, str]] = Counter()
     for text in rows:
         for line in text.splitlines():
             asset = machine = ""
@@ -346,12 +341,32 @@ def asset_aliases(rows: Iterable[str]) -> dict[str, list[str]]:
                 elif kind == "machine" and not machine:
                     machine = value.strip()
             if asset and machine and asset.casefold() != machine.casefold() and identifiers(asset) == [asset]:
-                seen.setdefault(asset.casefold(), Counter())[machine] += 1
+                seen[(asset.casefold(), machine)] += 1
+    return seen
+
+
+def aliases_from_pairs(pairs: Iterable[tuple[str, str, int]]) -> dict[str, list[str]]:
+    """Each asset tag's machine: the one its rows give most often, and the codes in that value
+    (``HX-9`` of "HX-9 filler"); from (tag, machine, count) triples."""
+    by_tag: dict[str, Counter[str]] = {}
+    for tag, machine, n in pairs:
+        by_tag.setdefault(tag, Counter())[machine] += n
     out = {}
-    for tag, machines in seen.items():
+    for tag, machines in by_tag.items():
         machine = machines.most_common(1)[0][0]
         out[tag] = list(dict.fromkeys([machine, *(n for n in identifiers(machine) if n.casefold() != tag)]))
     return out
+
+
+def asset_aliases(rows: Iterable[str]) -> dict[str, list[str]]:
+    """The machine model each asset tag is, learned from the plant's own tables: rows with an asset
+    column and a machine column.
+
+    Serves how technicians name a machine: by the tag on it ("THX-02 threw E-5"), while fault
+    tables and manuals name the model ("E-5 on the HX-9 filler"). Each tag maps to the machine
+    value its rows give most often, and the codes in that value.
+    """
+    return aliases_from_pairs((tag, machine, n) for (tag, machine), n in asset_pairs(rows).items())
 
 
 def exact_groups(question: str, today: dt.date | None = None, aliases: Aliases | None = None) -> list[list[str]]:

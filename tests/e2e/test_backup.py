@@ -8,12 +8,10 @@ import asyncio
 import subprocess
 import sys
 import threading
-import uuid
 
 import pytest
 
-from lineside.bus import Bus, Replies
-from lineside.client import ingest, kb_delete, kb_list
+from lineside.client import ingest, kb_delete, kb_list, request_once
 from lineside.settings import Connection
 from schemas import topics
 from schemas.messages import RetrieveReply, RetrieveRequest
@@ -30,16 +28,10 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def _search(conn: Connection, question: str) -> list[tuple[str, str, str, float]]:
-    bus = Bus(conn)
-    replies = Replies(bus)
-    async with bus:
-        await bus.subscribe(replies.inbox)
-        pump = asyncio.create_task(replies.pump())
-        try:
-            req = RetrieveRequest(request_id=uuid.uuid4().hex, question=question, reply_to=replies.inbox, top_k=4)
-            rep = await replies.request(topics.RETRIEVE, req, RetrieveReply, 30)
-        finally:
-            pump.cancel()
+    def make(rid: str, inbox: str) -> RetrieveRequest:
+        return RetrieveRequest(request_id=rid, question=question, reply_to=inbox, top_k=4)
+
+    rep = await request_once(conn, topics.RETRIEVE, make, RetrieveReply, 30)
     return [(p.doc, p.locator, p.text, round(p.score, 4)) for p in rep.passages]
 
 

@@ -50,7 +50,7 @@ def test_the_settings_load_from_their_own_prefix(monkeypatch):
 
 
 def test_a_question_about_another_site_falls_back_naming_both():
-    v = _decide("Reflow profile of Plant 2?", [_p(0.6)], exact_match=True, other_sites=["2"], home_sites=["3"])
+    v = _decide("Oven recipe of Plant 4?", [_p(0.6)], exact_match=True, other_sites=["4"], home_sites=["6"])
     assert v.reason == "not_covered"
-    assert "site 2" in v.detail
-    assert "site 3" in v.detail
+    assert "site 4" in v.detail
+    assert "site 6" in v.detail

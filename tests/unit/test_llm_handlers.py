@@ -109,11 +109,11 @@ def test_packing_leaves_out_a_passage_already_contained_in_one_that_went_in():
 
 
 def test_a_second_passage_is_quoted_when_it_answers_what_the_first_leaves_out():
-    notice = _p("During 2026-06-09 to 2026-12-15 QA checks the cap removal torque on Line 3 every 30 minutes.", 1)
+    notice = _p("During 2026-06-09 to 2026-12-15 QA checks the fill level on Line 3 every 20 minutes.", 1)
     qwi = _p("4 Frequency\nNormally QA checks removal torque once every 90 minutes during production.\nRecords go to the QA system.", 2)
-    q = "How often does QA normally check cap removal torque during production, and what interval applies on Line 3?"
+    q = "How often does QA normally check fill level during production, and what interval applies on Line 3?"
     quote = _extract(q, [notice, qwi])
-    assert "30 minutes" in quote
+    assert "20 minutes" in quote
     assert "90 minutes" in quote
     assert quote.endswith("[2]")
     # Nothing left to add: one quote only.
@@ -124,16 +124,16 @@ def test_a_second_passage_is_quoted_when_it_answers_what_the_first_leaves_out():
 def test_the_row_of_the_code_the_quoted_log_row_names_is_quoted_too():
     log = _p("date: 2026-05-14; line: Line 3; machine: TR-55 Labeler; fault_code: F-311; action: re-threaded web", 1)
     notice = _p("Splice tape TP-SPL-44 only, from 2026-11-01.", 2)
-    filler = _p("Code: F-311; Machine: VX-90 Filler; Description: valve feedback timeout; Corrective Action: set gap to 0.8 mm", 3)
-    labeler = _p("Code: F-311; Machine: TR-55 Labeler; Description: Label sensor blocked; Corrective Action: set web tension to 18 N", 4)
+    filler = _p("Code: F-311; Machine: VX-90 Filler; Description: valve feedback timeout; Corrective Action: set gap to 0.6 mm", 3)
+    labeler = _p("Code: F-311; Machine: TR-55 Labeler; Description: Label sensor blocked; Corrective Action: set web tension to 21 N", 4)
     q = "Line 3 stopped on 2026-05-14. What does the fault code logged for that stop mean, and what corrective action applies?"
     quote = _extract(q, [log, notice, filler, labeler])
     assert "2026-05-14" in quote
-    assert "18 N" in quote  # F-311 *and* TR-55, as the quoted row names them
-    assert "0.8 mm" not in quote
+    assert "21 N" in quote  # F-311 *and* TR-55, as the quoted row names them
+    assert "0.6 mm" not in quote
     assert quote.endswith("[4]")
     # The question names the code itself: nothing to follow.
-    assert "18 N" not in _extract("Why did Line 3 stop on 2026-05-14 with F-311?", [log, notice, filler, labeler])
+    assert "21 N" not in _extract("Why did Line 3 stop on 2026-05-14 with F-311?", [log, notice, filler, labeler])
 
 
 def test_a_quoted_passage_that_did_not_fit_the_prompt_is_cited_too():
@@ -145,8 +145,8 @@ def test_a_quoted_passage_that_did_not_fit_the_prompt_is_cited_too():
 
 
 def test_a_passage_found_for_one_ask_is_quoted_for_that_ask():
-    notice = _p("From 2026-06-09 to 2026-12-15 QA checks the cap removal torque on Line 3 every 30 minutes.", 1)
-    ask = "How often does QA normally check cap removal torque during production"
+    notice = _p("From 2026-06-09 to 2026-12-15 QA checks the fill level on Line 3 every 20 minutes.", 1)
+    ask = "How often does QA normally check fill level during production"
     frequency = h.Passage(
         chunk_id=2,
         doc="qwi.docx",
@@ -159,12 +159,12 @@ def test_a_passage_found_for_one_ask_is_quoted_for_that_ask():
     q = f"{ask}, and what interval applies on Line 3 from 2026-06-09 to 2026-12-15?"
     quotes = h.evidence(q, [notice, frequency])
     assert quotes[0][0] == 0
-    assert "30 minutes" in quotes[0][1]
+    assert "20 minutes" in quotes[0][1]
     assert quotes[1] == (1, "During production: every 90 minutes, one bottle per head.")
 
 
 def test_an_ask_whose_passage_says_nothing_about_it_is_not_quoted():
-    best = _p("Code: F-311; Machine: TR-55; Corrective Action: set web tension to 18 N", 1)
+    best = _p("Code: F-311; Machine: TR-55; Corrective Action: set web tension to 21 N", 1)
     film = h.Passage(
         chunk_id=2, doc="store.md", doc_id="s", locator="s", text="Pallet wrapping film roll, bin C-01", score=0.3, ask="what is the gap"
     )
@@ -215,32 +215,32 @@ def test_a_model_repeating_itself_is_stopped_and_the_repeats_dropped():
 
 
 def test_a_line_of_another_passage_that_states_the_value_is_quoted_too():
-    overview = _p("Overview\nThe hall is supplied with compressed air from two screw compressors.\nBoth are in room U-1.", 1)
+    overview = _p("Overview\nThe cooling loop is fed by two circulation pumps.\nBoth stand in pump room K-4.", 1)
     settings = _p(
-        "Compressed air\nHeader pressure setpoint 7.0 bar.\nThe lag compressor cuts in at 6.5 bar; the lead one loads at 6.8 bar.", 2
+        "Cooling water\nSupply pressure setpoint 4.2 bar.\nThe standby pump starts at 3.1 bar; the duty pump trips at 5.3 bar.", 2
     )
-    quotes = h.evidence("At what pressure does the lag compressor cut in?", [overview, settings])
-    assert any(i == 1 and "6.5 bar" in text for i, text in quotes)
+    quotes = h.evidence("At what pressure does the standby pump start?", [overview, settings])
+    assert any(i == 1 and "3.1 bar" in text for i, text in quotes)
     # Nothing is added when the best passage already states it best.
-    assert h.stronger_evidence("Where are the compressors?", [overview, settings]) is None
+    assert h.stronger_evidence("Where do the circulation pumps stand?", [overview, settings]) is None
 
 
 def test_a_procedure_is_quoted_whole_not_cut_after_its_first_steps():
     steps = "\n".join(
         [
-            "4.5 Replacing the filter cartridge of the VX-90",
-            "1. Select COOL DOWN and wait until both zones read below 80 °C.",
-            "2. Close the nitrogen inlet valve V-N1 and lock it with your own padlock.",
-            "3. Open the filter box cover on the operator side (four knurled knobs).",
-            "4. Pull out the used cartridge and bag it as residue waste (waste code HW-12).",
-            "5. Fit a new HX-2201-C with the arrow pointing up and tighten the knobs hand-tight.",
-            "6. Reset the filter hour counter: set parameter P-311 to 0.",
-            "7. Open V-N1, remove your padlock and restart the oven.",
+            "6.2 Changing the seal kit of the VX-90 valve block",
+            "1. Stop the filler at the HMI and wait until the bowl pressure reads 0 bar.",
+            "2. Switch off main isolator Q7 and hang your own padlock on it.",
+            "3. Remove the guard of the valve block (six M6 screws).",
+            "4. Take out the old seals and throw them in the rubber waste bin.",
+            "5. Fit seal kit HX-2201-C, lips facing the product side.",
+            "6. Torque the block screws to 9 N·m in a cross pattern and set parameter F-311 to 0.",
+            "7. Refit the guard, remove your padlock and switch Q7 back on.",
         ]
     )
-    [(i, text)] = h.evidence("How do I replace the filter cartridge on the VX-90?", [_p(steps)])
+    [(i, text)] = h.evidence("How do I change the seal kit of the VX-90 valve block?", [_p(steps)])
     assert i == 0
-    assert "80 °C" in text
-    assert "P-311" in text
+    assert "0 bar" in text
+    assert "9 N·m" in text
     assert "remove your padlock" in text, "the last step too"
     assert len(text) > h.QUOTE_CHARS

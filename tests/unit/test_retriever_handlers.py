@@ -159,8 +159,8 @@ def test_a_month_named_alone_is_the_most_recent_such_month():
     import datetime as dt
 
     today = dt.date(2026, 11, 24)
-    assert h.month_groups("the stop on WL-2 in June", today) == [["2026-06-"]]
-    assert h.month_groups("WL-2 七月份那次停机", today) == [["2026-07-"]]
+    assert h.month_groups("the stop on WL-2 in August", today) == [["2026-08-"]]
+    assert h.month_groups("WL-2 八月份那次停线", today) == [["2026-08-"]]
     assert h.month_groups("十二月的保养", today) == [["2025-12-"]]  # December has not come yet this year
     assert h.month_groups("10月份的记录", today) == [["2026-10-"]]
     assert h.month_groups("10月3日", today) == []  # a date with its day: date_groups
@@ -168,7 +168,7 @@ def test_a_month_named_alone_is_the_most_recent_such_month():
     assert h.month_groups("每三个月检查一次", today) == []  # an interval, not a month
     assert h.month_groups("May I ask what F-311 means?", today) == []  # "May" the verb
     assert h.month_groups("What failed in May?", today) == [["2026-05-"]]
-    assert ["2026-06-"] in h.exact_groups("Why did WL-2 stop in June?", today)
+    assert ["2026-09-"] in h.exact_groups("Why did WL-2 stop in September?", today)
 
 
 def test_asset_tags_learn_their_machine_model_from_the_plants_tables():
@@ -177,7 +177,7 @@ def test_asset_tags_learn_their_machine_model_from_the_plants_tables():
         "Date: 2026-05-09; Line: WL-2; Machine: VX-90 filler; Asset: WL2-FIL-01; Alarm Code: E-110",
         "Date: 2026-05-10; Line: WL-1; 设备: TR-55 贴标机; 资产号: WL1-LAB-01; Alarm Code: F-311",
         "Code: F-311; Machine: TR-55 labeler; Description: Label sensor blocked",  # no asset column
-        "Part No.: HX-2201-C; Bin: C2-04-1",
+        "Part No.: HX-2201-C; Bin: B7-02-3",
     ]
     aliases = h.asset_aliases(rows)
     assert aliases == {"wl2-fil-01": ["VX-90 filler", "VX-90"], "wl1-lab-01": ["TR-55 贴标机", "TR-55"]}
@@ -190,10 +190,10 @@ def test_asset_tags_learn_their_machine_model_from_the_plants_tables():
 
 
 def test_a_table_row_is_embedded_by_its_columns_and_named_values_not_its_numbers():
-    row = "Program: VX90-A; Line: WL-2; Status: current; Speed (cm/min): 72; Zone 1 (°C): 130; Zone 2 (°C): 150; Approved by: K. Osei; Since: 2026-03-02"
+    row = "Program: VX90-A; Line: WL-2; Status: current; Speed (cm/min): 57; Zone 1 (°C): 141; Zone 2 (°C): 163; Approved by: K. Osei; Since: 2026-03-02"
     gist = h.row_gist(row)
     assert gist == "Program: VX90-A; Line: WL-2; Status: current; Speed (cm/min); Zone 1 (°C); Zone 2 (°C); Approved by: K. Osei; Since"
-    prose = "Set the zone 1 setpoint to 130 °C: the oven takes 45 minutes to heat up."
+    prose = "Set the zone 1 setpoint to 141 °C: the oven takes 35 minutes to heat up."
     assert h.row_gist(prose) == prose  # not a row
     assert h.embedding_text("register.csv", row) == "register.csv\n" + gist
 
@@ -202,12 +202,12 @@ def test_a_superseded_revision_comes_after_the_one_in_force():
     from schemas.messages import Passage
 
     def p(i: int, status: str) -> Passage:
-        text = f"Program: VX90-A; Revision: R{i}; Status: {status}; Zone 5 (°C): {190 + i}"
+        text = f"Program: VX90-A; Revision: R{i}; Status: {status}; Setpoint 7 (°C): {171 + i}"
         return Passage(chunk_id=i, doc="register.csv", doc_id="r", locator=f"row {i}", title="register.csv", text=text, score=0.4)
 
     rows = [p(1, "superseded"), p(2, "current"), p(3, "已作废"), p(4, "生效")]
-    assert h.current_preference("zone 5 setpoint of VX90-A?", rows) == {1: 0, 2: 1, 3: 0, 4: 1}
-    assert h.current_preference("what was zone 5 in the superseded revision?", rows) == {}
+    assert h.current_preference("setpoint 7 of VX90-A?", rows) == {1: 0, 2: 1, 3: 0, 4: 1}
+    assert h.current_preference("what was setpoint 7 in the superseded revision?", rows) == {}
 
 
 def test_a_log_row_starts_with_its_date_a_register_row_with_an_effective_date_is_reference():
@@ -222,7 +222,7 @@ def test_a_log_row_starts_with_its_date_a_register_row_with_an_effective_date_is
 
 
 def test_a_question_comparing_lines_is_asked_once_per_line():
-    asks = h.per_line_asks("Squeegee pressure for VX-90 boards on WL-1 and WL-2?", ["WL-1", "WL-2"])
+    asks = h.per_line_asks("Conveyor speed for VX-90 bottles on WL-1 and WL-2?", ["WL-1", "WL-2"])
     assert len(asks) == 2
     assert "WL-1" in asks[0]
     assert "WL-2" not in asks[0]

@@ -411,6 +411,9 @@ def test_certs_init_command_covers_the_hosts_given(tmp_path, capsys):
     assert mode(exported) == 0o644, "another account (node-red's) must be able to read it"
     assert shown["ca_sha256"] in capsys.readouterr().out
     assert not list(usb.glob("*.key"))
+    (tmp_path / "not-a-dir").write_text("a file where the folder should be")
+    assert cli.main(["certs", "export", str(tmp_path / "not-a-dir"), "--data", str(tmp_path)]) == 2
+    assert "cannot write" in capsys.readouterr().err
 
 
 def test_the_box_addresses_come_from_the_kernels_own_tables():

@@ -106,8 +106,8 @@ def _passage(text: str, score: float) -> Passage:
     return Passage(chunk_id=1, doc="alarms.xlsx", doc_id="alarms", locator="row 2", text=text, score=score)
 
 
-def test_the_gateway_answers_with_the_model_s_words_and_the_evidence_apart(tmp_path, log):
-    row = "code: F-311; machine: TR-55; description: sensor blocked; action: clear the sensor"
+def _answering(row: str, text: str, quotes: list[tuple[int, str]] | None = None):
+    """A respond hook: the retriever finds ``row`` (an exact match), the LLM writes ``text``."""
 
     def respond(topic, payload):
         if topic == topics.RETRIEVE:
@@ -116,11 +116,16 @@ def test_the_gateway_answers_with_the_model_s_words_and_the_evidence_apart(tmp_p
             return [(req.reply_to, codec.encode(rep))]
         if topic == topics.GENERATE:
             req = msgspec.msgpack.decode(payload, type=GenerateRequest)
-            rep = GenerateReply(request_id=req.request_id, text="F-311 is a sensor blocked [1].", model="m", used=[0], quotes=[(0, row)])
+            rep = GenerateReply(request_id=req.request_id, text=text, model="m", used=[0], quotes=quotes or [])
             return [(req.reply_to, codec.encode(rep))]
         return []
 
-    gw, bus = _gateway(tmp_path, log, respond)
+    return respond
+
+
+def test_the_gateway_answers_with_the_model_s_words_and_the_evidence_apart(tmp_path, log):
+    row = "code: F-311; machine: TR-55; description: sensor blocked; action: clear the sensor"
+    gw, bus = _gateway(tmp_path, log, _answering(row, "F-311 is a sensor blocked [1].", [(0, row)]))
     bus.put(topics.ask_device("hmi-1"), json.dumps({"question": "What does F-311 mean?", "request_id": "q1"}).encode())
     asyncio.run(_serve(gw, bus, lambda: bus.on(topics.answer_device("hmi-1"))))
     answer = json.loads(bus.on(topics.answer_device("hmi-1"))[0])
@@ -182,19 +187,8 @@ def test_an_index_of_another_embedding_model_is_embedded_again_before_the_retrie
 
 def test_a_plcs_integer_request_id_is_echoed_as_an_integer_also_on_a_rejection(tmp_path, log):
     row = "code: F-311; machine: TR-55; description: label sensor blocked by a torn label; action: clear the sensor and re-thread the web"
-
-    def respond(topic, payload):
-        if topic == topics.RETRIEVE:
-            req = msgspec.msgpack.decode(payload, type=RetrieveRequest)
-            rep = RetrieveReply(request_id=req.request_id, passages=[_passage(row, 0.7)], exact_match=True, best_score=0.7)
-            return [(req.reply_to, codec.encode(rep))]
-        if topic == topics.GENERATE:
-            req = msgspec.msgpack.decode(payload, type=GenerateRequest)
-            text = "F-311 on the TR-55 means the label sensor is blocked by a torn label [1]; clear the sensor and re-thread the web."
-            return [(req.reply_to, codec.encode(GenerateReply(request_id=req.request_id, text=text, model="m", used=[0])))]
-        return []
-
-    gw, bus = _gateway(tmp_path, log, respond)
+    text = "F-311 on the TR-55 means the label sensor is blocked by a torn label [1]; clear the sensor and re-thread the web."
+    gw, bus = _gateway(tmp_path, log, _answering(row, text))
     bus.put(topics.ask_device("plc-7"), json.dumps({"question": "What does F-311 mean?", "request_id": 311}).encode())
     bus.put(topics.ask_device("plc-7"), json.dumps({"question": "?!", "request_id": 312}).encode())
     asyncio.run(_serve(gw, bus, lambda: len(bus.on(topics.answer_device("plc-7"))) >= 2))

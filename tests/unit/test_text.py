@@ -45,8 +45,8 @@ def test_step_lists_are_recognised_in_english_and_chinese():
 def test_numbered_sites_are_read_in_both_languages():
     from lineside.text import site_mentions
 
-    assert site_mentions("What reflow profile does Plant 2 run?") == ["2"]
-    assert site_mentions("东岭三厂 SOP; PLANT3 rev B") == ["3"]
-    assert site_mentions("二厂和 Site 4") == ["2", "4"]
+    assert site_mentions("What oven recipe does Plant 4 run?") == ["4"]
+    assert site_mentions("北河六厂 SOP; PLANT6 rev B") == ["6"]
+    assert site_mentions("四厂和 Site 7") == ["4", "7"]
     assert site_mentions("工厂班车几点发车？") == []  # the word for factory, no number
     assert site_mentions("call the plant manager; 2.5 bar at the plant 2.5") == []
