@@ -24,7 +24,7 @@ def test_fts_query_quotes_terms():
 
 
 def test_identifiers_and_lines():
-    assert h.identifiers("Torque for HX-2201-C and F-311 on Q31 with SKF 6205-2RS?") == ["HX-2201-C", "F-311", "Q31", "6205-2RS"]
+    assert h.identifiers("Torque for HX-2201-C and F-311 on Q17 with SKF 6306-2Z?") == ["HX-2201-C", "F-311", "Q17", "6306-2Z"]
     assert h.identifiers("What is the torque?") == []
     assert h.line_mentions("Capper on Line 4 and 3号线 and 2 线") == ["4", "3", "2"]
 
