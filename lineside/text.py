@@ -257,3 +257,49 @@ def site_mentions(text: str) -> list[str]:
         number = m.group(1) or m.group(2)
         out.append(_ZH_NUMERALS.get(number, number).lstrip("0") or "0")
     return list(dict.fromkeys(out))
+
+
+_CLAUSE_SPLIT = re.compile(
+    r"[?？;；]\s*|,\s*and\s+(?=(?:what|where|how|which|when|who|why|is|are|does|do)\b)|\s+and\s+(?=(?:what|where|how|which|when|who|why)\b)",
+    re.IGNORECASE,
+)
+_STATEMENT_END = re.compile(r"(?<=\.)\s+(?=[A-Z])")
+MIN_CLAUSE_CHARS = 9
+
+
+def clauses(question: str) -> list[str]:
+    """The separate asks of a multi-part question ("What does it mean, and where is the spare kept?"),
+    each without the statements that set the scene ("Line 3 stopped on 2026-05-14."). One item
+    (or none) for a question that asks one thing.
+
+    Serves questions that ask two or three things in one breath, in English and Chinese."""
+    out = []
+    for part in _CLAUSE_SPLIT.split(question):
+        ask = _STATEMENT_END.split(part.strip(" ,."))[-1].strip(" ,.")
+        if len(ask) >= MIN_CLAUSE_CHARS:
+            out.append(ask)
+    return out
+
+
+_OPEN_END = re.compile(r"[A-Za-z0-9,\u4e00-\u9fff-]$")
+"""A line that stops where its sentence has not ended: a word, a number, a comma."""
+_CONTINUES = re.compile(r"^[a-z0-9(\u4e00-\u9fff]")
+"""A line that carries on a sentence: it starts in lower case, with a number or in Chinese."""
+
+
+def wraps_on(line: str, following: str) -> bool:
+    """Whether ``following`` carries on the sentence ``line`` leaves open (a line wrapped mid-sentence).
+
+    Serves text extracted from PDF pages, whose lines wrap at the page width: "Do not open the
+    hood until the zones read below 60 °C. With" / "the blowers running this takes 45 minutes" is
+    one statement, with its value on the second line. Table rows ("Column: value; …"), steps and
+    headings are lines of their own and never carry on another line.
+    """
+    nxt = following.strip()
+    return (
+        bool(_OPEN_END.search(line.rstrip()))
+        and bool(_CONTINUES.match(nxt))
+        and "; " not in nxt
+        and " | " not in nxt
+        and not STEP.match(nxt)
+    )

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from lineside.text import wraps_on
 from schemas.messages import Chunk
 
 CHUNK_TOKENS = 120
@@ -73,31 +74,85 @@ def _cut_at(text: str, limit: int) -> int:
     return len(text)
 
 
+SUBHEADING = re.compile(
+    r"^(?:\d{1,2}(?:\.\d{1,2})+\.?\s*\S|\d{1,2}\s+(?:[A-Z][a-z]|[\u4e00-\u9fff])|[一二三四五六七八九十]+、|第[一二三四五六七八九十\d]+[章节部分])"
+)
+"""A numbered sub-heading inside a page or section, as manuals and specifications number them:
+"4.5 Replacing the filter", "2 Technical Data", "3.1 启动", "二、", "第3章"."""
+_STEP_ITEM = re.compile(r"^\d{1,2}\s*[.)、:]\s*(?!\d)\S")
+"""A numbered step ("1. Isolate", "2) Lock"), which a dotted section number ("4.5 Filter") is not."""
+_NOT_HEADING_END = tuple(".!?;:,。！？；：，")
+HEADING_CHARS = 60
+"""A sub-heading is a short line: longer numbered lines are sentences or table rows."""
+
+
+def is_subheading(line: str) -> bool:
+    """Whether ``line`` is a numbered sub-heading (``SUBHEADING``), not a step, a sentence or a row.
+
+    Serves manuals, specifications and work instructions whose pages run several numbered
+    sections on: a chunk should start at a section's heading, not end with it.
+    """
+    s = line.strip()
+    return (
+        0 < len(s) <= HEADING_CHARS
+        and bool(SUBHEADING.match(s))
+        and not _STEP_ITEM.match(s)
+        and " | " not in s
+        and not s.endswith(_NOT_HEADING_END)
+    )
+
+
+def _cut(cur: list[str], following: str) -> int:
+    """Where to end a chunk that is full (how many of its lines ``cur`` it keeps; ``following`` is
+    the line that did not fit): at its end, unless that splits a sentence wrapped over two lines;
+    then after its last line in its second half that ends its sentence. A heading is never left
+    at a chunk's end: it goes to the next chunk, with the section it heads.
+
+    Serves PDF text, whose lines wrap mid-sentence (``wraps_on``: a value cut from its sentence
+    is lost to both chunks), and manuals whose pages run several numbered sections on.
+    """
+    size = sum(tokens(u) for u in cur)
+    seen = 0
+    whole = None
+    nexts = [*cur[1:], following]
+    for i, u in enumerate(cur):
+        seen += tokens(u)
+        if seen * 2 >= size and not wraps_on(u, nexts[i]):
+            whole = i + 1
+    cut = whole or len(cur)
+    while cut > 1 and (not cur[cut - 1].strip() or is_subheading(cur[cut - 1])):
+        cut -= 1
+    return cut
+
+
 def chunk_section(sec: Section) -> list[Chunk]:
-    """Split one section into chunks of at most CHUNK_TOKENS with OVERLAP_TOKENS of overlap."""
+    """Split one section into chunks of at most CHUNK_TOKENS with OVERLAP_TOKENS of overlap,
+    each ending where the document's structure allows (``_cut``)."""
     text = sec.text.strip()
     if not text:
         return []
     if sec.atomic or tokens(text) <= CHUNK_TOKENS:
         return [Chunk(locator=sec.locator, title=sec.title, text=text, line=sec.line)]
     chunks: list[Chunk] = []
-    units = _split_units(text)
     cur: list[str] = []
     size = 0
-    for u in units:
+    for u in _split_units(text):
         t = tokens(u)
         if cur and size + t > CHUNK_TOKENS:
-            chunks.append(Chunk(locator=sec.locator, title=sec.title, text="\n".join(cur).strip(), line=sec.line))
-            # carry the tail as overlap
+            cut = _cut(cur, u)
+            done, rest = cur[:cut], cur[cut:]
+            chunks.append(Chunk(locator=sec.locator, title=sec.title, text="\n".join(done).strip(), line=sec.line))
+            # carry the tail as overlap, unless the next chunk starts a sub-section of its own
             tail: list[str] = []
             tsize = 0
-            for prev in reversed(cur):
+            for prev in reversed(done if not (rest and is_subheading(rest[0])) else []):
                 pt = tokens(prev)
                 if tsize + pt > OVERLAP_TOKENS:
                     break
                 tail.insert(0, prev)
                 tsize += pt
-            cur, size = tail, tsize
+            cur = tail + rest
+            size = sum(tokens(x) for x in cur)
         cur.append(u)
         size += t
     if any(c.strip() for c in cur):

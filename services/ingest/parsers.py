@@ -14,8 +14,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from lineside.errors import DocumentError
-from lineside.text import is_cjk
-from services.ingest.chunking import Section
+from lineside.text import STEP, is_cjk
+from services.ingest.chunking import Section, is_subheading
 
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _RULE = re.compile(r"^\s*([-=_*~])\1{5,}\s*$")
@@ -195,6 +195,22 @@ def _clean_pdf_page(text: str) -> str:
     return "\n".join(out).strip()
 
 
+WRAPPED_CELL_CHARS = 40
+"""A line without column gaps inside a table is a cell's wrapped text when it is this short."""
+
+
+def _wrapped_cell(line: str) -> bool:
+    """Whether a line without column gaps, inside a table, is the wrapped end of a cell of the
+    row above ("1,000 ppm", "清洁相机镜头") rather than text after the table: it is short and
+    neither a heading nor a step.
+
+    Serves PDF tables whose cells wrap onto a second line: read as the end of the table, the
+    next row became a header and every row after it paired values with the wrong columns.
+    """
+    s = line.strip()
+    return 0 < len(s) <= WRAPPED_CELL_CHARS and not is_subheading(s) and not STEP.match(s)
+
+
 def _pdf_tables_to_rows(lines: list[str]) -> list[str]:
     """Rows of a layout-extracted table become ``column: value`` lines under its header row.
 
@@ -209,6 +225,9 @@ def _pdf_tables_to_rows(lines: list[str]) -> list[str]:
         if cells is None:
             if ln == "" and header is not None:
                 continue  # blank line inside a table
+            if header is not None and out and out[-1] and _wrapped_cell(ln):
+                out[-1] = f"{out[-1]} {ln.strip()}"
+                continue
             header = None
             out.append(ln)
             continue

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from lineside.text import identifiers, step_lines, terms
+from lineside.text import clauses, identifiers, step_lines, terms, wraps_on
 from schemas.messages import Passage
 
 SYSTEM_EN = (
@@ -57,7 +57,23 @@ def focus(question: str, text: str, keep: int = FOCUS_LINES) -> str:
         first = max(0, steps[0] - 1)
         if first <= scored[0] <= steps[-1]:
             return "\n".join(lines[first : steps[-1] + 1])
-    return "\n".join(lines[i] for i in sorted(scored[:keep]))
+    return "\n".join(lines[i] for i in with_continuations(lines, scored[:keep]))
+
+
+def with_continuations(lines: Sequence[str], chosen: Sequence[int]) -> list[int]:
+    """``chosen`` line indices in order, each followed by the line after it when that line carries
+    on a sentence the chosen one leaves open.
+
+    Serves text extracted from PDF pages, whose lines wrap at the page width mid-sentence: "Do
+    not open the hood until the zones read below 60 °C. With" / "the blowers running this takes
+    45 minutes" is one statement, and its value is on the second line. Table rows, steps and
+    headings are lines of their own and never continue one another.
+    """
+    keep = set(chosen)
+    for i in sorted(chosen):
+        if i + 1 < len(lines) and i + 1 not in keep and wraps_on(lines[i], lines[i + 1]):
+            keep.add(i + 1)
+    return sorted(keep)
 
 
 def _normal(text: str) -> str:
@@ -145,7 +161,8 @@ def evidence(question: str, passages: Sequence[Passage]) -> list[tuple[int, str]
     if not passages:
         return []
     best = focus(question, passages[0].text, keep=EXTRACT_LINES).strip()
-    quoted = " / ".join(" ".join(line.split()) for line in best.splitlines() if line.strip())
+    lines = [" ".join(line.split()) for line in best.splitlines() if line.strip()]
+    quoted = " / ".join([ln for ln in lines if not names_another(question, ln)] or lines)
     # A procedure is quoted whole, as it goes into the prompt whole (``focus``): a step cut off
     # the end of a quote is a step the technician does not see.
     limit = STEPS_QUOTE_CHARS if step_lines(best) else QUOTE_CHARS
@@ -165,7 +182,56 @@ def evidence(question: str, passages: Sequence[Passage]) -> list[tuple[int, str]
     linked = linked_evidence(question, "\n".join(text for _, text in out), passages[1:])
     if linked is not None:
         out.append((linked[0] + 1, linked[1][:QUOTE_CHARS]))
-    return out[:MAX_QUOTES]
+    out += ask_evidence(question, passages, "\n".join(text for _, text in out))
+    return [(i, text) for i, text in out if not names_another(question, text)][:MAX_QUOTES]
+
+
+def ask_evidence(question: str, passages: Sequence[Passage], quoted: str) -> list[tuple[int, str]]:
+    """For a question that asks several things, the line of the prompt's passages that best
+    matches each ask, where the quotes so far do not hold it. Returns (index in ``passages``, line).
+
+    "How long must the oven cool, and at what temperature may the hood be opened?": each ask has
+    its own line, often in another passage or far down the best one. Lines are weighed by the
+    ask's words, each by how rare it is among all the passages' lines (as ``focus`` does).
+    """
+    asks = clauses(question)
+    if len(asks) < 2:
+        return []
+    pool = [(i, " ".join(ln.split())) for i, p in enumerate(passages) for ln in p.text.splitlines() if ln.strip()]
+    out: list[tuple[int, str]] = []
+    have = _normal(quoted)
+    for ask in asks:
+        shared, weight = _line_weights(ask, [ln for _, ln in pool])
+        scores = [sum(weight[t] for t in found) for found in shared]
+        j = max(range(len(pool)), key=lambda j: (scores[j], -j))
+        # An ask a quoted line already matches as well is answered: "what corrective action
+        # applies" has its row quoted (the code's, on the right machine), not another code's.
+        answered = max((s for (_, ln), s in zip(pool, scores, strict=True) if _normal(ln) in have), default=0.0)
+        i, line = pool[j]
+        if scores[j] > answered and not names_another(question, line):
+            out.append((i, line[:QUOTE_CHARS]))
+            have += "\n" + _normal(line)
+    return out
+
+
+def _shape(code: str) -> str:
+    """A code's shape: letters as A, digits as 9 ("F-07" and "F-12" are alike, "HM-520" is not)."""
+    return "".join("9" if c.isdigit() else "A" if c.isalpha() else c for c in code)
+
+
+def names_another(question: str, line: str) -> bool:
+    """Whether ``line`` is about another code of the kind the question asks about: it names a code
+    shaped like one the question names ("F-12" for "F-07") and not the question's own.
+
+    Serves fault tables and alarm lists, whose neighbouring rows name the same machine: a quote
+    of the next code's row states a wrong cause as if it were the asked code's.
+    """
+    asked = {c.casefold() for c in identifiers(question)}
+    if not asked:
+        return False
+    named = {c.casefold() for c in identifiers(line)}
+    # Per shape: "Code: F-03; Machine: VX-90" names the asked machine, and another code than F-07.
+    return any(not any(_shape(a) == _shape(c) for a in named & asked) for c in named - asked if any(_shape(a) == _shape(c) for a in asked))
 
 
 def quote(quotes: Sequence[tuple[int, str]], cited: Sequence[int] | None = None) -> str:

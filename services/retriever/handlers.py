@@ -84,26 +84,6 @@ def content_words(question: str) -> list[str]:
     ]
 
 
-_CLAUSE_SPLIT = re.compile(
-    r"[?？;；]\s*|,\s*and\s+(?=(?:what|where|how|which|when|who|why|is|are|does|do)\b)|\s+and\s+(?=(?:what|where|how|which|when|who|why)\b)",
-    re.IGNORECASE,
-)
-_STATEMENT_END = re.compile(r"(?<=\.)\s+(?=[A-Z])")
-MIN_CLAUSE_CHARS = 9
-
-
-def clauses(question: str) -> list[str]:
-    """The separate asks of a multi-part question ("What does it mean, and where is the spare kept?"),
-    each without the statements that set the scene ("Line 3 stopped on 2026-05-14."). One item
-    (or none) for a question that asks one thing."""
-    out = []
-    for part in _CLAUSE_SPLIT.split(question):
-        ask = _STATEMENT_END.split(part.strip(" ,."))[-1].strip(" ,.")
-        if len(ask) >= MIN_CLAUSE_CHARS:
-            out.append(ask)
-    return out
-
-
 def per_line_asks(question: str, known_lines: Sequence[str]) -> list[str]:
     """A question that compares production lines ("the conveyor speed on WL-1 and WL-2", "2 线和
     3 线的设定各是多少") as one ask per line: the question with the other lines left out. Each

@@ -9,12 +9,11 @@ from typing import NamedTuple
 import msgspec
 import numpy as np
 
-from lineside.text import identifiers, lexical_terms, site_mentions
+from lineside.text import clauses, identifiers, lexical_terms, site_mentions
 from schemas.messages import Passage
 from services.retriever.adapters import Index
 from services.retriever.handlers import (
     Filters,
-    clauses,
     content_words,
     current_preference,
     date_strings,

@@ -244,3 +244,69 @@ def test_a_procedure_is_quoted_whole_not_cut_after_its_first_steps():
     assert "9 N·m" in text
     assert "remove your padlock" in text, "the last step too"
     assert len(text) > h.QUOTE_CHARS
+
+
+def test_a_quoted_line_that_wraps_mid_sentence_brings_the_rest_of_its_sentence():
+    page = "\n".join(
+        [
+            "2.4 Cooling down",
+            "The oven must be run in COOL DOWN mode before service work on the tunnel or the conveyor.",
+            "Do not raise the hood until every zone reads below 55 °C. With",
+            "the fans left on this takes about 35 minutes after the heaters are",
+            "switched off.",
+            "Parameter: Fan speed; Value: 60 %",
+            "Parameter: Hood lift pressure; Value: 6 bar",
+        ]
+    )
+    out = h.focus("How long after switching the heaters off before I can raise the hood?", page, keep=2)
+    assert "below 55 °C" in out
+    assert "35 minutes" in out
+
+
+def test_table_rows_and_steps_never_count_as_a_wrapped_sentence():
+    from lineside.text import wraps_on
+
+    assert wraps_on("Do not raise the hood until it reads below 55 °C. With", "the fans left on this takes 35 minutes")
+    assert not wraps_on("Code: F-311; Machine: VX-90", "Code: F-312; Machine: VX-90")
+    assert not wraps_on("Close the valve", "2. Open the cover")
+    assert not wraps_on("The filter is changed monthly.", "the next sentence")
+
+
+def test_each_ask_of_a_question_gets_its_line_quoted():
+    manual = _p(
+        "\n".join(
+            [
+                "5 Nozzle care",
+                "Nozzles are cleaned in the ultrasonic cleaner UC-7 once a week.",
+                *(f"Nozzle N-{100 + i} is used for component size {i}." for i in range(8)),
+                "Replacement nozzles are ordered through stores with form ST-2.",
+            ]
+        ),
+        1,
+    )
+    stores = _p("Part No.: N-105; Description: Nozzle 0603; Bin: B4-02-1; Min: 10", 2)
+    quotes = h.evidence("How often are the nozzles cleaned, and which bin holds N-105?", [manual, stores])
+    text = " ".join(t for _, t in quotes)
+    assert "once a week" in text
+    assert "B4-02-1" in text
+
+
+def test_the_row_of_another_code_is_never_quoted():
+    table = _p(
+        "\n".join(
+            [
+                "Code: F-03; Machine: VX-90 Filler; Description: Bowl level low",
+                "Code: F-07; Machine: VX-90 Filler; Description: Valve not seated",
+                "Code: F-12; Machine: VX-90 Filler; Description: Pick error rate high",
+            ]
+        ),
+        1,
+    )
+    quotes = h.evidence("VX-90 keeps flashing F-07, what is it complaining about on the VX-90 filler?", [table])
+    text = " ".join(t for _, t in quotes)
+    assert "Valve not seated" in text
+    assert "F-03" not in text
+    assert "F-12" not in text
+    assert h.names_another("What does F-07 mean?", "Code: F-12; Description: Pick error")
+    assert not h.names_another("What does F-07 mean?", "Code: F-07; see also F-12")
+    assert not h.names_another("What does F-07 mean?", "Clean the nozzle with NC-20")

@@ -187,3 +187,63 @@ def test_lines_of_a_fenced_code_block_stay_as_written():
     md = "## Config\n\nSet these:\n\n```\nspeed = 24000\ntorque = 3.1\n```\nafter the block\n"
     text = parsers.parse_markdown("plc.md", md, wrapped=True)[0].text
     assert "speed = 24000\ntorque = 3.1\n```\nafter the block" in text
+
+
+WRAPPED_PAGE = "\n".join(
+    [
+        "2.4 Cooling down",
+        *(f"Filler line {i} of the cooling section, which says nothing that anyone asked for here." for i in range(6)),
+        "The hood stays closed until every zone reads below 55 °C. With",
+        "the fans left on this takes about 35 minutes after the heaters are",
+        "switched off. Wear gloves near the tunnel.",
+        *(f"Filler line {i} of the next section, which says nothing that anyone asked for here." for i in range(6)),
+    ]
+)
+
+
+def test_a_chunk_does_not_end_in_the_middle_of_a_wrapped_sentence():
+    chunks = chunk_section(Section(locator="page 2", title="t", text=WRAPPED_PAGE))
+    assert len(chunks) >= 2
+    # The value and the sentence it belongs to are in one chunk, whichever it is.
+    assert any("below 55 °C" in c.text and "35 minutes" in c.text for c in chunks)
+    for c in chunks[:-1]:
+        last = c.text.splitlines()[-1]
+        assert not last.endswith(("With", "are")), c.text
+
+
+def test_a_chunk_never_ends_with_the_heading_of_the_next_section():
+    body = "\n".join(f"Line {i} of section one states an ordinary sentence about the machine." for i in range(7))
+    steps = "\n".join(f"{i}. Do step {i} of the filter change and check it." for i in range(1, 6))
+    chunks = chunk_section(Section(locator="page 5", title="t", text=f"{body}\n4.5 Replacing the filter cartridge\n{steps}"))
+    assert len(chunks) >= 2
+    assert all(c.text.splitlines()[-1] != "4.5 Replacing the filter cartridge" for c in chunks)
+    # The heading goes with its steps: the step list is found by what it is about.
+    assert any("4.5 Replacing the filter cartridge\n1. Do step 1" in c.text and "5. Do step 5" in c.text for c in chunks)
+
+
+def test_numbered_headings_are_told_from_steps_and_sentences():
+    from services.ingest.chunking import is_subheading
+
+    assert is_subheading("4.5 Replacing the filter cartridge")
+    assert is_subheading("2 Technical Data")
+    assert is_subheading("3.1 启动")
+    assert not is_subheading("1. Select COOL DOWN and wait.")
+    assert not is_subheading("2) Close the valve")
+    assert not is_subheading("45 minutes after the heaters are")
+    assert not is_subheading("Parameter: Warm-up power; Value: 56 kW | x")
+
+
+def test_a_table_cell_wrapped_onto_a_second_line_stays_in_its_row():
+    lines = [
+        "Interval | Task | Part",
+        "Daily | Wipe the conveyor guides | cloth",
+        "Weekly | Clean the camera lens and the | VF-05",
+        "vacuum filter",
+        "Monthly | Grease the X/Y ball screws, 2 g each | GR-2",
+        "2.1 Lubrication notes",
+        "Wipe off old grease first.",
+    ]
+    rows = parsers._pdf_tables_to_rows(lines)
+    assert "Interval: Monthly; Task: Grease the X/Y ball screws, 2 g each; Part: GR-2" in rows
+    assert any(r.startswith("Interval: Weekly;") and r.endswith("vacuum filter") for r in rows)
+    assert "2.1 Lubrication notes" in rows  # a heading ends the table

@@ -134,16 +134,16 @@ def test_content_words_leave_out_codes_numbers_and_stopwords():
 
 
 def test_clauses_split_the_asks_and_drop_the_scene_setting():
-    assert h.clauses(
+    assert text.clauses(
         "Line 3 stopped on 2026-05-14. What does the fault code logged for that stop mean on that machine, "
         "and what corrective action does the fault code table give?"
     ) == ["What does the fault code logged for that stop mean on that machine", "what corrective action does the fault code table give"]
-    assert h.clauses("TR-55 贴标机热熔胶缸的正常工作温度是多少？独立超温保护在多少度时切断加热？") == [
+    assert text.clauses("TR-55 贴标机热熔胶缸的正常工作温度是多少？独立超温保护在多少度时切断加热？") == [
         "TR-55 贴标机热熔胶缸的正常工作温度是多少",
         "独立超温保护在多少度时切断加热",
     ]
     # One ask, "and" inside it: not split.
-    assert h.clauses("How often and with which grease is the cam track lubricated?") == [
+    assert text.clauses("How often and with which grease is the cam track lubricated?") == [
         "How often and with which grease is the cam track lubricated"
     ]
 
