@@ -6,7 +6,7 @@ import datetime as dt
 import functools
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lineside.text import CODE, LINE_MENTION, identifiers, lexical_terms, normalise_line
@@ -109,19 +109,27 @@ _LINE_NUMBER = re.compile(r"\bline\s*(\d{1,2})\b|(\d{1,2})\s*号?\s*线", re.IGN
 
 
 _ASSET_TAG = re.compile(r"L\d{1,2}-[A-Z]+-\d+")
+"""An asset tag that carries its line number ("L3-TRL-01"), for plants whose tables do not list
+their assets (``Index.asset_aliases`` learns the others)."""
 
 
-def followup_names(question: str, passages: Sequence[Passage]) -> list[str]:
+def followup_names(question: str, passages: Sequence[Passage], skip: Collection[str] = ()) -> list[str]:
     """Codes and part numbers that the best of ``passages`` naming any adds to the question: what
-    "the fault code" or "the spare part" of the question is. Asset tags (``L3-TRL-01``) are left
-    out: they name one machine on one line, which reference documents (fault tables, storeroom
-    lists) do not repeat."""
+    "the fault code" or "the spare part" of the question is. Asset tags and line names (``skip``,
+    casefolded: the plant's own, learned at ingest) are left out: they name one machine or one
+    line, which reference documents (fault tables, storeroom lists) do not repeat."""
     named = {n.casefold() for n in identifiers(question)}
     for p in passages:
-        found = [n for n in identifiers(p.text) if n.casefold() not in named and not _ASSET_TAG.fullmatch(n)]
+        found = [n for n in identifiers(p.text) if n.casefold() not in named and n.casefold() not in skip and not _ASSET_TAG.fullmatch(n)]
         if found:
             return list(dict.fromkeys(found))
     return []
+
+
+def own_codes(question: str, skip: Collection[str] = ()) -> list[str]:
+    """The codes, models and part numbers ``question`` names, without asset tags and line names
+    (``skip``, casefolded) or tags that carry their line: what it asks about, not where."""
+    return [n for n in identifiers(question) if n.casefold() not in skip and not _ASSET_TAG.fullmatch(n)]
 
 
 def fts_query(terms: Sequence[str]) -> str:

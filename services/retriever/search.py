@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple
 
 import msgspec
@@ -26,8 +27,10 @@ from services.retriever.handlers import (
     fts_all_query,
     fts_query,
     fuse,
+    is_dated_record,
     line_mentions,
     line_spellings,
+    own_codes,
     per_line_asks,
     record_preference,
     unknown_line_names,
@@ -164,6 +167,9 @@ FOLLOWUP_FROM = 3
 and part numbers of the best of the question's first three passages that names any."""
 
 
+FOLLOW_CHOICES = 16
+"""Passages a look-up of a record's codes weighs: the record's own document fills the first places."""
+
 MAX_NAMES = 5
 """Codes an ask follows at most (a fault-table page may name dozens: each costs a look-up)."""
 MAX_ASKS = 3
@@ -196,12 +202,15 @@ def search(
     vector = embed(question)
     main = hybrid_search(index, vector, question, k, pool, filters=filters, today=today)
     asks = clauses(question)[:MAX_ASKS]
-    if len(asks) < 2:
-        with index.consistent():
+    with index.consistent():
+        skip = {n.casefold() for n in [*index.asset_aliases(), *index.line_names()]}
+        if len(asks) < 2:
             asks = per_line_asks(question, index.line_names())[:MAX_ASKS]
-    if len(asks) < 2 or k < 2 or not main.passages:
+    if k < 2 or not main.passages:
         return main
-    names = followup_names(question, main.passages[:FOLLOWUP_FROM])[:MAX_NAMES]
+    names = followup_names(question, main.passages[:FOLLOWUP_FROM], skip)[:MAX_NAMES]
+    if len(asks) < 2:
+        return follow_names(index, vector, question, main, names, skip, k, pool, filters=filters, today=today)
     # An ask that names no code of its own ("what does it mean", "where is the spare kept") is
     # about what the question's best passages name: it follows those names to the passages that
     # define them (a log row's code to its fault-table row, a part number to its bin).
@@ -234,3 +243,51 @@ def search(
         msgspec.structs.replace(p, ask=claimed[p.chunk_id]) if p.chunk_id in claimed and p.chunk_id != chosen[0] else p for p in passages
     ]
     return main._replace(passages=passages)
+
+
+def follow_names(
+    index: Index,
+    vector: np.ndarray,
+    question: str,
+    main: SearchResult,
+    names: Sequence[str],
+    skip: Collection[str],
+    k: int,
+    pool: int,
+    *,
+    filters: Filters | None = None,
+    today: dt.date | None = None,
+) -> SearchResult:
+    """``main`` with, second, the passage of another document that defines the codes its best
+    passage names, when that passage is a record (a dated log row) and the question names no code
+    of its own.
+
+    "Why did WL-2 stop on the 14th?" or "what did the alarm logged for that stop mean?" is about
+    the code the log row holds, which the question cannot name: a technician reads the row, then
+    looks the code up in the fault table. The look-up is the question's own search with the row's
+    codes as extra exact names (``hybrid_search``'s ``names``); of its passages from other
+    documents, a table row keyed by one of the codes is taken first, else the best.
+    """
+    if not names or own_codes(question, skip) or not is_dated_record(main.passages[0]):
+        return main
+    found = hybrid_search(index, vector, question, FOLLOW_CHOICES, pool, filters=filters, today=today, names=names)
+    have = {p.chunk_id for p in main.passages}
+    first = main.passages[0]
+    others = [p for p in found.passages if p.doc != first.doc and p.chunk_id not in have]
+    if not others:
+        return main
+    # The row a table keys by the code ("Code: F-07; …", "Part No.: HX-2201-C; …") defines it;
+    # a notice or a manual page that mentions it comes after.
+    wanted = {n.casefold() for n in names}
+    extra = max(others, key=lambda p: (row_key(p.text).casefold() in wanted, -others.index(p)))
+    ask = f"{question} ({', '.join(names)})"
+    return main._replace(passages=[first, msgspec.structs.replace(extra, ask=ask), *main.passages[1 : k - 1]])
+
+
+_ROW_KEY = re.compile(r"^[^:;\n]{1,40}:\s*([^;\n]+?)\s*(?:;|$)")
+
+
+def row_key(text: str) -> str:
+    """The value of a table row's first column ("Code: F-07; Machine: …" → "F-07"), or ""."""
+    m = _ROW_KEY.match(text.strip())
+    return m.group(1) if m else ""

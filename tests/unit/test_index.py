@@ -318,3 +318,31 @@ def test_an_index_from_before_the_entities_table_learns_them_at_start_not_on_a_q
     assert again.asset_aliases() == {"wl2-fil-01": ["VX-90 filler", "VX-90"]}
     assert again.home_sites() == ["7"]
     again.close()
+
+
+def test_a_question_about_a_logged_stop_also_gets_the_fault_row_of_the_code_logged(index):
+    # One ask, no code of its own: "what did the alarm logged for that stop mean?" The log row
+    # names the code; the fault table's row keyed by it (not a notice that mentions it) comes
+    # second, though the question never names the code. Asset tags and lines are not followed.
+    log = [
+        "Date: 2026-05-02; Line: WL-2; Machine: VX-90 filler; Asset: WL2-FIL-01; Alarm Code: F-311; Cause: valve stuck",
+        "Date: 2026-03-09; Line: WL-2; Machine: VX-90 filler; Asset: WL2-FIL-01; Alarm Code: F-311; Cause: valve stuck again",
+        "Date: 2026-02-11; Line: WL-1; Machine: VX-90 filler; Asset: WL1-FIL-01; Alarm Code: E-110; Cause: inverter",
+    ]
+    notice = ["Reminder: F-311 on the VX-90 and F-311 on the TR-55 mean different things; check the model first."]
+    faults = [
+        "Code: F-311; Machine: TR-55 labeler; Description: Label sensor blocked; Action: Clean the sensor",
+        "Code: F-311; Machine: VX-90 filler; Description: Fill valve position sensor timeout; Action: Check valve V-12",
+    ]
+    rows = [Chunk(locator=f"row {i + 2}", title="log.xlsx", text=t, line=t.split("; ")[1].split(": ")[1]) for i, t in enumerate(log)]
+    index.replace("log.xlsx", "l", "v1", rows, _vecs(3, 40))
+    index.replace("notice.txt", "n", "v1", _chunks(*notice), _vecs(1, 41))
+    index.replace("faults.xlsx", "f", "v1", _chunks(*faults), _vecs(2, 42))
+    question = "WL2-FIL-01 stopped on 2026-05-02, what did the alarm in the record mean?"
+    found = search(index, lambda text: _vecs(1, 43)[0], question, 3, 10)
+    assert "2026-05-02" in found.passages[0].text
+    assert "Fill valve position sensor timeout" in found.passages[1].text
+    assert found.passages[1].ask.endswith("(VX-90, F-311)")  # the names followed: no asset tag, no line
+    # A question that names its own code is not followed anywhere else.
+    own = search(index, lambda text: _vecs(1, 43)[0], "What did F-311 on WL2-FIL-01 mean on 2026-05-02?", 3, 10)
+    assert not any(p.ask for p in own.passages)
