@@ -132,8 +132,31 @@ def bigrams(run: str) -> list[str]:
     return [run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)]
 
 
+def singular(word: str) -> str:
+    """An English word without its plural ending, by Harman's S-stemmer: "batteries" → "battery",
+    "valves" → "valve", "spares" → "spare"; "bus", "glass", "gas" and words of under four letters
+    are left alone. Serves the many ways a question and a document inflect the same noun ("which
+    bin holds the spares" against "SMT Spare Parts")."""
+    lower = word.casefold()
+    if len(word) < 4:
+        return word
+    if lower.endswith("ies") and not lower.endswith(("eies", "aies")):
+        return word[:-3] + ("Y" if word.isupper() else "y")
+    if lower.endswith("es") and not lower.endswith(("aes", "ees", "oes")):
+        return word[:-1]
+    if lower.endswith("s") and not lower.endswith(("us", "ss", "is")):
+        return word[:-1]
+    return word
+
+
+LEXICAL_VERSION = "bigrams+singular"
+"""How ``lexical_text`` writes text for the BM25 index: an index written another way is rewritten at start."""
+
+
 def lexical_text(text: str) -> str:
-    """Text as the BM25 index stores it: Chinese runs become their bigrams; the rest is kept."""
+    """Text as the BM25 index stores it, and queries are written for it: Chinese runs become their
+    bigrams; English words lose their plural ending (``singular``); the rest is kept."""
+    text = re.sub(r"(?<![A-Za-z0-9-])[A-Za-z]{4,}(?![A-Za-z0-9-])", lambda m: singular(m.group(0)), text)
     return CJK_RUN.sub(lambda m: " " + " ".join(bigrams(m.group(0))) + " ", text)
 
 
@@ -181,9 +204,11 @@ def terms(text: str) -> set[str]:
 
 _A = r"(?<![A-Za-z0-9-])"
 _Z = r"(?![A-Za-z0-9])"
-CODE = re.compile(rf"{_A}(?=[A-Za-z0-9-]*\d)(?=[A-Za-z0-9-]*[A-Za-z])[A-Za-z0-9]+(?:-[A-Za-z0-9]+)+{_Z}|{_A}[A-Z]{{1,3}}\d{{2,}}{_Z}")
+CODE = re.compile(
+    rf"{_A}(?=[A-Za-z0-9.-]*\d)(?=[A-Za-z0-9.-]*[A-Za-z])[A-Za-z0-9]+(?:-[A-Za-z0-9]+(?:\.\d+[A-Za-z0-9]*)?)+{_Z}|{_A}[A-Z]{{1,3}}\d{{2,}}{_Z}"
+)
 """A fault code, part number, model or asset tag as plant documents write them: letters and digits
-joined by hyphens ("F-311", "HX-2201-C", "L3-PMP-02"), or a short capital prefix and digits
+joined by hyphens ("F-311", "HX-2201-C", "L3-PMP-02", "TH-HE-2.4K": a decimal inside a part), or a short capital prefix and digits
 ("Q18", "P09"). Bounded by non-alphanumerics rather than word boundaries, so a code written
 against Chinese ("F-311报警", "WL-2线") is found as in English text."""
 

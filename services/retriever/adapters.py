@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 
 from lineside.errors import ModelError
-from lineside.text import index_tokens, lexical_text, site_mentions
+from lineside.text import LEXICAL_VERSION, index_tokens, lexical_text, site_mentions
 from schemas.messages import Chunk, Passage
 from services.retriever import versions
 from services.retriever.handlers import aliases_from_pairs, asset_pairs
@@ -231,12 +231,17 @@ class Index:
         (count,) = self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()
         if count and self._db.execute("SELECT COUNT(*) FROM chunks_fts_docsize").fetchone()[0] != count:
             self._db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
-        if self._db.execute("SELECT COUNT(*) FROM chunks_lex").fetchone()[0] != count:
+        if self._db.execute("SELECT COUNT(*) FROM chunks_lex").fetchone()[0] != count or (
+            count and self.meta("lexical") != LEXICAL_VERSION
+        ):
+            # Missing rows, or rows written by another version of ``lexical_text``: rewritten from the chunks.
             self._db.execute("DELETE FROM chunks_lex")
             for cid, title, text in self._db.execute("SELECT id, title, text FROM chunks").fetchall():
                 self._db.execute(
                     "INSERT INTO chunks_lex(rowid, title, text) VALUES (?,?,?)", (cid, lexical_text(title), lexical_text(text))
                 )
+        if self.meta("lexical") != LEXICAL_VERSION:
+            self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('lexical', ?)", (LEXICAL_VERSION,))
         if self.stale:
             return self._new_faiss()  # vectors of another model: nothing to search until reembed
         if self._faiss_path.exists() and (self.meta("vectors_generation") or "") == (self.meta("generation") or ""):

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from lineside.text import CODE, LINE_MENTION, identifiers, lexical_terms, normalise_line
+from lineside.text import CODE, LINE_MENTION, identifiers, lexical_terms, lexical_text, normalise_line
 from schemas.messages import Passage
 
 EMBED_TITLE_CHARS = 200
@@ -133,8 +133,9 @@ def own_codes(question: str, skip: Collection[str] = ()) -> list[str]:
 
 
 def fts_query(terms: Sequence[str]) -> str:
-    """An FTS5 MATCH expression: any of the quoted terms."""
-    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+    """An FTS5 MATCH expression for the BM25 index: any of the quoted terms, written as the index
+    writes its text (``lexical_text``)."""
+    return " OR ".join('"' + lexical_text(t).strip().replace('"', '""') + '"' for t in terms)
 
 
 def fts_all_query(groups: Sequence[Sequence[str]]) -> str:

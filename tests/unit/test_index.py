@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from lineside import text as text_module
 from schemas.messages import Chunk
 from services.retriever.adapters import Index, UniversalSentenceEncoder
 from services.retriever.handlers import Filters
@@ -346,3 +347,31 @@ def test_a_question_about_a_logged_stop_also_gets_the_fault_row_of_the_code_logg
     # A question that names its own code is not followed anywhere else.
     own = search(index, lambda text: _vecs(1, 43)[0], "What did F-311 on WL2-FIL-01 mean on 2026-05-02?", 3, 10)
     assert not any(p.ask for p in own.passages)
+
+
+def test_a_plural_in_the_question_finds_the_singular_in_the_documents(tmp_path):
+    idx = Index(tmp_path / "index")
+    try:
+        idx.replace("stores.md", "s", "v1", _chunks("Spare Part list of storeroom B: bin B4-02", "Canteen menu of the week"), _vecs(2, 50))
+        hits = hybrid_search(idx, _vecs(1, 51)[0], "Where are the spares kept?", 1, 10).passages
+        assert "bin B4-02" in hits[0].text
+    finally:
+        idx.close()
+
+
+def test_an_index_whose_words_were_written_another_way_is_rewritten_at_start(tmp_path):
+    idx = Index(tmp_path / "index")
+    idx.replace("stores.md", "s", "v1", _chunks("Spare Part list of storeroom B: bin B4-02", "Canteen menu of the week"), _vecs(2, 50))
+    # As an index from before plural endings were dropped: the words stored as written, no version.
+    idx._db.execute("DELETE FROM chunks_lex")
+    idx._db.execute("INSERT INTO chunks_lex(rowid, title, text) SELECT id, title, 'Spares Parts list' FROM chunks")
+    idx._db.execute("DELETE FROM meta WHERE key = 'lexical'")
+    idx._db.commit()
+    idx.close()
+    again = Index(tmp_path / "index")
+    try:
+        hits = hybrid_search(again, _vecs(1, 51)[0], "Where are the spares kept?", 1, 10).passages
+        assert "bin B4-02" in hits[0].text
+        assert again.meta("lexical") == text_module.LEXICAL_VERSION
+    finally:
+        again.close()

@@ -50,3 +50,11 @@ def test_numbered_sites_are_read_in_both_languages():
     assert site_mentions("四厂和 Site 7") == ["4", "7"]
     assert site_mentions("工厂班车几点发车？") == []  # the word for factory, no number
     assert site_mentions("call the plant manager; 2.5 bar at the plant 2.5") == []
+
+
+def test_plural_endings_are_dropped_for_the_bm25_index_and_its_queries():
+    from lineside.text import lexical_text, singular
+
+    assert [singular(w) for w in ("spares", "batteries", "valves", "Parts", "SOPs")] == ["spare", "battery", "valve", "Part", "SOP"]
+    assert [singular(w) for w in ("bus", "glass", "gas", "status", "analysis")] == ["bus", "glass", "gas", "status", "analysis"]
+    assert lexical_text("Spare Parts for F-311s") == "Spare Part for F-311s"  # codes are left as written
