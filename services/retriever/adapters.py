@@ -358,7 +358,7 @@ class Index:
             if self._lines is None:
                 rows = self._db.execute("SELECT DISTINCT line FROM chunks WHERE line IS NOT NULL AND line != ''").fetchall()
                 names = {r[0].strip() for r in rows if any(ch.isalpha() for ch in r[0])}
-                self._lines = sorted(names, key=len, reverse=True)
+                self._lines = sorted(names, key=lambda n: (-len(n), n))  # longest first, then by name: the same order every run
             return self._lines
 
     def asset_aliases(self) -> dict[str, list[str]]:

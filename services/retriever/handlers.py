@@ -614,3 +614,13 @@ class Filters:
 
     def __bool__(self) -> bool:
         return any((self.line, self.machine, self.doc_type, self.doc))
+
+
+_ROW_KEY = re.compile(r"^[^:;\n]{1,40}:\s*([^;\n]+?)\s*(?:;|$)")
+
+
+def row_keys(text: str) -> set[str]:
+    """The values of the first column of the table rows in ``text`` ("Code: F-07; Machine: …" →
+    "f-07"), casefolded. Serves fault tables, parts lists and registers, which key each row by the
+    code, part number or product it is about."""
+    return {m.group(1).casefold() for m in (_ROW_KEY.match(line.strip()) for line in text.splitlines()) if m}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple
 
@@ -33,6 +32,7 @@ from services.retriever.handlers import (
     own_codes,
     per_line_asks,
     record_preference,
+    row_keys,
     unknown_line_names,
 )
 
@@ -134,10 +134,16 @@ def hybrid_search(
     prefer = record_preference(question, candidates, today) if exact else {}
     # A register's superseded revision only after the one in force (with the same exact names).
     current = current_preference(question, candidates)
+    # A table row keyed by a code the question names ("Code: F-07; …", "Product: MC-45; …") is
+    # about it; a notice or a page that mentions the code comes after it. Lines and asset tags
+    # say where, not what: a row keyed by the line is not about the question's subject.
+    asked = {n.casefold() for n in own_codes(question, {n.casefold() for n in [*known_lines, *aliases]})}
+    keyed = {p.chunk_id for p in candidates if asked & row_keys(p.text)} if asked else set()
     candidates.sort(
         key=lambda p: (
             exact.get(p.chunk_id, 0),
             current.get(p.chunk_id, 1),
+            p.chunk_id in keyed,
             prefer.get(p.chunk_id, 0) if p.chunk_id in exact else 0,
             fused.get(p.chunk_id, 0.0),
         ),
@@ -276,18 +282,11 @@ def follow_names(
     others = [p for p in found.passages if p.doc != first.doc and p.chunk_id not in have]
     if not others:
         return main
-    # The row a table keys by the code ("Code: F-07; …", "Part No.: HX-2201-C; …") defines it;
-    # a notice or a manual page that mentions it comes after.
+    # The row a table keys by the code ("Code: F-07; …", "Part No.: HX-2201-C; …") defines it,
+    # a row of its own before a row among others on a page; a notice that mentions it comes after.
     wanted = {n.casefold() for n in names}
-    extra = max(others, key=lambda p: (row_key(p.text).casefold() in wanted, -others.index(p)))
+    extra = max(
+        others, key=lambda p: (bool(wanted & row_keys(p.text.strip().split("\n", 1)[0])), bool(wanted & row_keys(p.text)), -others.index(p))
+    )
     ask = f"{question} ({', '.join(names)})"
     return main._replace(passages=[first, msgspec.structs.replace(extra, ask=ask), *main.passages[1 : k - 1]])
-
-
-_ROW_KEY = re.compile(r"^[^:;\n]{1,40}:\s*([^;\n]+?)\s*(?:;|$)")
-
-
-def row_key(text: str) -> str:
-    """The value of a table row's first column ("Code: F-07; Machine: …" → "F-07"), or ""."""
-    m = _ROW_KEY.match(text.strip())
-    return m.group(1) if m else ""

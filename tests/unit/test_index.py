@@ -375,3 +375,13 @@ def test_an_index_whose_words_were_written_another_way_is_rewritten_at_start(tmp
         assert again.meta("lexical") == text_module.LEXICAL_VERSION
     finally:
         again.close()
+
+
+def test_the_row_keyed_by_the_asked_code_comes_before_a_notice_that_mentions_it(index):
+    notice = ["Reminder for VX-90 crews: F-07 on the VX-90 and F-07 on the TR-55 mean different things, look them up."]
+    faults = ["Code: F-07; Machine: VX-90 filler; Description: Valve not seated; Action: Re-seat the valve"]
+    index.replace("notice.txt", "n", "v1", _chunks(*notice), _vecs(1, 60))
+    index.replace("faults.xlsx", "f", "v1", _chunks(*faults), _vecs(1, 61))
+    # The question's vector is the notice's own: only the row's key can put the table row first.
+    found = hybrid_search(index, _vecs(1, 60)[0], "VX-90 keeps flashing F-07, what is it complaining about?", 2, 10)
+    assert "Valve not seated" in found.passages[0].text
