@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from lineside.text import CODE, LINE_MENTION, identifiers, lexical_terms, lexical_text, normalise_line
+from lineside.text import CODE, LINE_MENTION, identifiers, lexical_terms, lexical_text, mentioned_lines, normalise_line
 from schemas.messages import Passage
 
 EMBED_TITLE_CHARS = 200
@@ -441,6 +441,12 @@ def named_lines(question: str, known: Sequence[str]) -> list[str]:
         return []
     found = {m.group(0).casefold() for m in pattern.finditer(question)}
     return [n for n in known if n.casefold() in found]
+
+
+def lines_in(text: str, known: Sequence[str]) -> set[str]:
+    """Every production line ``text`` names, as one key each: the plant's own line names
+    (``named_lines``), casefolded, and numbered lines ("Line 3", "3 线", "L3-…") as "#3"."""
+    return {n.casefold() for n in named_lines(text, known)} | {f"#{n}" for n in mentioned_lines(text)}
 
 
 def unknown_line_names(question: str, known: Sequence[str]) -> list[str]:

@@ -29,6 +29,7 @@ from services.retriever.handlers import (
     is_dated_record,
     line_mentions,
     line_spellings,
+    lines_in,
     own_codes,
     per_line_asks,
     record_preference,
@@ -173,6 +174,8 @@ FOLLOWUP_FROM = 3
 and part numbers of the best of the question's first three passages that names any."""
 
 
+LINE_CHOICES = 8
+"""Passages an ask about one line weighs: those of the other lines' documents are passed over."""
 FOLLOW_CHOICES = 16
 """Passages a look-up of a record's codes weighs: the record's own document fills the first places."""
 
@@ -210,7 +213,8 @@ def search(
     asks = clauses(question)[:MAX_ASKS]
     with index.consistent():
         skip = {n.casefold() for n in [*index.asset_aliases(), *index.line_names()]}
-        if len(asks) < 2:
+        per_line = len(asks) < 2
+        if per_line:
             asks = per_line_asks(question, index.line_names())[:MAX_ASKS]
     if k < 2 or not main.passages:
         return main
@@ -224,7 +228,16 @@ def search(
     # the LLM service picks the lines of its passage by it.
     followed = [bool(names) and not identifiers(ask) for ask in asks]
     found = [
-        hybrid_search(index, embed(ask), ask, ASK_CHOICES, pool, filters=filters, today=today, names=names if follow else ())
+        hybrid_search(
+            index,
+            embed(ask),
+            ask,
+            LINE_CHOICES if per_line else ASK_CHOICES,
+            pool,
+            filters=filters,
+            today=today,
+            names=names if follow else (),
+        )
         for ask, follow in zip(asks, followed, strict=True)
     ]
     asks = [f"{ask} ({', '.join(names)})" if follow else ask for ask, follow in zip(asks, followed, strict=True)]
@@ -232,10 +245,20 @@ def search(
     # best. Asks whose best passage has every code and date they name claim first: "what interval
     # applies on Line 3 from 2026-06-09" owns the notice of those dates, so "how often does QA
     # normally check" takes its second, the work instruction's frequency section.
+    # An ask about one of several lines the question compares does not claim a passage whose
+    # heading path is another of those lines' (the WL-2 SOP's table row for a product also names
+    # WL-1 in a note): each line's value is in its own document.
+    with index.consistent():
+        known = index.line_names()
+    compared = lines_in(question, known) if per_line else set()
     chosen = [main.passages[0].chunk_id]
     claimed: dict[int, str] = {}
     for ask, result in sorted(zip(asks, found, strict=True), key=lambda r: not r[1].exact_match):
+        own = lines_in(ask, known) & compared
         for p in result.passages:
+            heading = lines_in(p.title, known) & compared
+            if own and heading and not heading & own:
+                continue
             if p.chunk_id not in claimed:
                 claimed[p.chunk_id] = ask
                 if p.chunk_id not in chosen:

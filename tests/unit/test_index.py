@@ -385,3 +385,26 @@ def test_the_row_keyed_by_the_asked_code_comes_before_a_notice_that_mentions_it(
     # The question's vector is the notice's own: only the row's key can put the table row first.
     found = hybrid_search(index, _vecs(1, 60)[0], "VX-90 keeps flashing F-07, what is it complaining about?", 2, 10)
     assert "Valve not seated" in found.passages[0].text
+
+
+def test_each_line_of_a_two_line_question_gets_the_passage_of_its_own_document(index):
+    # The WL-2 SOP's row for VX-90 also names WL-1 in a note; the WL-1 value is in the WL-1 SOP.
+    wl2 = [
+        Chunk(
+            locator="section 5",
+            title="WL-2 changeover SOP > 5 Settings",
+            text="Product: VX-90; Pressure: 7.0 kg. WL-2 runs higher than WL-1.",
+        )
+    ]
+    wl1 = [Chunk(locator="section 5", title="WL-1 changeover SOP > 5 Settings", text="Product: VX-90; Pressure: 6.5 kg")]
+    lines = [
+        Chunk(locator=f"row {i}", title="log.xlsx", text=f"Date: 2026-05-0{i}; Line: WL-{i}; Machine: VX-90", line=f"WL-{i}")
+        for i in (1, 2)
+    ]
+    index.replace("sop_wl2.html", "b", "v1", wl2, _vecs(1, 70))
+    index.replace("sop_wl1.html", "a", "v1", wl1, _vecs(1, 71))
+    index.replace("log.xlsx", "l", "v1", lines, _vecs(2, 72))
+    found = search(index, lambda text: _vecs(1, 70)[0], "VX-90 pressure on WL-1 and WL-2?", 3, 10)
+    texts = " ".join(p.text for p in found.passages[:2])
+    assert "7.0 kg" in texts
+    assert "6.5 kg" in texts
