@@ -220,7 +220,7 @@ def search(
         return main
     names = followup_names(question, main.passages[:FOLLOWUP_FROM], skip)[:MAX_NAMES]
     if len(asks) < 2:
-        return follow_names(index, vector, question, main, names, skip, k, pool, filters=filters, today=today)
+        return follow_names(index, vector, question, main, names, skip, k, filters=filters)
     # An ask that names no code of its own ("what does it mean", "where is the spare kept") is
     # about what the question's best passages name: it follows those names to the passages that
     # define them (a log row's code to its fault-table row, a part number to its bin).
@@ -282,10 +282,8 @@ def follow_names(
     names: Sequence[str],
     skip: Collection[str],
     k: int,
-    pool: int,
     *,
     filters: Filters | None = None,
-    today: dt.date | None = None,
 ) -> SearchResult:
     """``main`` with, second, the passage of another document that defines the codes its best
     passage names, when that passage is a record (a dated log row) and the question names no code
@@ -293,23 +291,33 @@ def follow_names(
 
     "Why did WL-2 stop on the 14th?" or "what did the alarm logged for that stop mean?" is about
     the code the log row holds, which the question cannot name: a technician reads the row, then
-    looks the code up in the fault table. The look-up is the question's own search with the row's
-    codes as extra exact names (``hybrid_search``'s ``names``); of its passages from other
-    documents, a table row keyed by one of the codes is taken first, else the best.
+    looks the code up in the fault table. The look-up is a BM25 search for the row's codes alone
+    (a few milliseconds, not a second search of the question); of the passages of other documents
+    it finds, a table row keyed by one of the codes comes first, a row of its own before one among
+    others on a page, then the one naming most of the codes.
     """
     if not names or own_codes(question, skip) or not is_dated_record(main.passages[0]):
         return main
-    found = hybrid_search(index, vector, question, FOLLOW_CHOICES, pool, filters=filters, today=today, names=names)
-    have = {p.chunk_id for p in main.passages}
+    scope = filters or Filters()
     first = main.passages[0]
-    others = [p for p in found.passages if p.doc != first.doc and p.chunk_id not in have]
+    have = {p.chunk_id for p in main.passages}
+    with index.consistent():
+        named = index.informative([n for n in names if index.contains(n)], MAX_TERM_SHARE, MAX_TERM_DF)
+        ids = index.lexical_ranking(fts_query(named), FOLLOW_CHOICES) if named else []
+        others = [p for p in index.passages([i for i in ids if i not in have], vector) if p.doc != first.doc and scope.allows(p)]
     if not others:
         return main
-    # The row a table keys by the code ("Code: F-07; …", "Part No.: HX-2201-C; …") defines it,
-    # a row of its own before a row among others on a page; a notice that mentions it comes after.
     wanted = {n.casefold() for n in names}
-    extra = max(
-        others, key=lambda p: (bool(wanted & row_keys(p.text.strip().split("\n", 1)[0])), bool(wanted & row_keys(p.text)), -others.index(p))
-    )
+
+    def defines(p: Passage) -> tuple[bool, bool, int, int]:
+        blob = p.text.casefold()
+        return (
+            bool(wanted & row_keys(p.text.strip().split("\n", 1)[0])),
+            bool(wanted & row_keys(p.text)),
+            sum(n in blob for n in wanted),
+            -others.index(p),
+        )
+
+    extra = max(others, key=defines)
     ask = f"{question} ({', '.join(names)})"
     return main._replace(passages=[first, msgspec.structs.replace(extra, ask=ask), *main.passages[1 : k - 1]])
