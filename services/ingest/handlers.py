@@ -46,9 +46,10 @@ def check_size(name: str, size: int, max_bytes: int) -> None:
         raise DocumentError(name, "the file is empty (0 bytes)")
 
 
-PARSING = 4
+PARSING = 5
 """Raised whenever parsing or chunking changes what a file becomes (2: wrapped lines joined; 3: not
-inside Markdown code blocks), so
+inside Markdown code blocks; 5: chunks end at sentence ends, never with a heading, and wrapped PDF
+table cells stay in their row), so
 that ingesting an unchanged file after an upgrade re-indexes it instead of keeping old chunks."""
 
 
