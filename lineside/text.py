@@ -247,10 +247,11 @@ def compare_form(text: str) -> str:
 
 
 STEP = re.compile(
-    r"^\s*(?:(?:step|schritt)\s*\d{1,2}\b|\d{1,2}\s*[.)、:]\s*\S|\(\d{1,2}\)|[①-⑳]|第\s*\d{1,2}\s*步|步骤\s*\d{1,2})", re.IGNORECASE
+    r"^\s*(?:(?:step|schritt)\s*\d{1,2}\b|\d{1,2}\s*[.)、:](?!\d)\s*\S|\(\d{1,2}\)|[①-⑳]|第\s*\d{1,2}\s*步|步骤\s*\d{1,2})", re.IGNORECASE
 )
 """A numbered step of a procedure as SOPs, work instructions and manuals write it: "1. Isolate",
-"2) Lock", "Step 3", "(4)", "③", "第5步", "步骤6"."""
+"2) Lock", "Step 3", "(4)", "③", "第5步", "步骤6". A section number ("5.1 Gearbox oil change") is not
+a step."""
 
 MIN_STEPS = 3
 """A block of at least this many numbered lines is a step list (two could be a value table)."""

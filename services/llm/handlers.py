@@ -56,7 +56,11 @@ def focus(question: str, text: str, keep: int = FOCUS_LINES) -> str:
         # the list goes in whole with that line; a value elsewhere on the page is kept as before.
         first = max(0, steps[0] - 1)
         if first <= scored[0] <= steps[-1]:
-            return "\n".join(lines[first : steps[-1] + 1])
+            # ...with the best line outside it that matches the question too (the interval row of
+            # the maintenance table above the oil-change procedure).
+            outside = next((i for i in scored if not first <= i <= steps[-1]), None)
+            extra = [outside] if outside is not None and shared[outside] else []
+            return "\n".join(lines[i] for i in sorted([*range(first, steps[-1] + 1), *extra]))
     return "\n".join(lines[i] for i in with_continuations(lines, scored[:keep]))
 
 

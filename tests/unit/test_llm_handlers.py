@@ -310,3 +310,28 @@ def test_the_row_of_another_code_is_never_quoted():
     assert h.names_another("What does F-07 mean?", "Code: F-12; Description: Pick error")
     assert not h.names_another("What does F-07 mean?", "Code: F-07; see also F-12")
     assert not h.names_another("What does F-07 mean?", "Clean the nozzle with NC-20")
+
+
+def test_a_procedure_keeps_the_row_above_it_that_answers_the_rest_of_the_question():
+    page = "\n".join(
+        [
+            "Task: Check chain wear; Interval: Every 6 months; Details: replace at 3%",
+            "Task: Gearbox oil; Interval: Every 8,000 operating hours; Details: 1.2 L",
+            "Task: Replace bearings; Interval: 30,000 operating hours; Details: sealed",
+            "6.1 Renew the gearbox oil",
+            "1. Run the drive warm, then lock it out.",
+            "2. Drain the oil into a tray.",
+            "3. Refill 1.2 L and check the level.",
+        ]
+    )
+    out = h.focus("How do I renew the gearbox oil, and how often?", page)
+    assert "6.1 Renew the gearbox oil" in out
+    assert "3. Refill 1.2 L" in out  # the procedure whole
+    assert "8,000 operating hours" in out  # and the interval row above it
+
+
+def test_a_section_number_is_not_a_step():
+    from lineside.text import step_lines
+
+    assert step_lines("1.1 Qualified staff\ntext\n1.2 Hot surfaces\ntext\n1.3 Lifting\ntext") == []
+    assert step_lines("1. Isolate\n2. Lock\n3. Try") == [0, 1, 2]
