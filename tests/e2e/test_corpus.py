@@ -25,7 +25,7 @@ CORPORA = {
     "corpus-smt": (0.70, 0.70, 0.95),
 }
 """Floors that catch a regression, about two questions under what was measured with the default
-model: corpus-dev 45/52 (Chinese 10/12, recall@3 0.98), corpus-smt 38/50 (Chinese 20/26, recall@3
+model: corpus-dev 46/52 (Chinese 10/12, recall@3 0.98), corpus-smt 38/50 (Chinese 20/26, recall@3
 1.00). The quality issue's bar is 90% on each corpus and 85% of the Chinese questions: corpus-smt
 does not reach it yet (docs/retrieval.md, "Known gaps")."""
 
