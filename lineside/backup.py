@@ -20,6 +20,7 @@ import socket
 import sqlite3
 import tarfile
 import tempfile
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -164,6 +165,64 @@ def default_name(now: float | None = None) -> str:
     return f"lineside-{socket.gethostname()}-{when:%Y%m%d-%H%M%S}{SUFFIX}"
 
 
+INDEX = "index"
+VECTORS = "vectors.faiss"
+INDEX_TRIES = 50
+"""Times the knowledge base is copied before giving up on a copy no index update fell into (0.2 s apart)."""
+
+
+def _stage(name: str, path: Path, stage: Path, manifest: Manifest) -> None:
+    """Copy one file into ``stage`` (a live SQLite database as a consistent snapshot) and list it."""
+    copy = stage / name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if _is_sqlite(path):
+            _snapshot(path, copy)
+        else:
+            shutil.copyfile(path, copy)
+    except FileNotFoundError:
+        return  # removed while we walked (a rendered page, a finished spool file)
+    except (OSError, sqlite3.Error) as exc:
+        raise BackupError(f"cannot read {path}: {exc}") from exc
+    manifest.members.append(Member(name=name, size=copy.stat().st_size, sha256=_sha256(copy)))
+
+
+def _index_version(index: Path) -> tuple[str | None, str | None]:
+    """The knowledge base's version and the version its vector file was saved for, read live."""
+    try:
+        db = sqlite3.connect(f"{(index / 'chunks.sqlite3').resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None, None
+    try:
+        rows = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'vectors_generation')").fetchall())
+        return rows.get("generation"), rows.get("vectors_generation")
+    except sqlite3.Error:
+        return None, None
+    finally:
+        db.close()
+
+
+def _stage_index(index: Path, files: list[tuple[str, Path]], stage: Path, manifest: Manifest) -> None:
+    """Copy the knowledge base's files as one consistent set: the chunks and the vector file of the
+    same version. The retriever stores chunks, then saves the vector file; a copy an update fell
+    into (the version moved, or the vector file was not yet saved for it) is taken again. When
+    updates never pause, the vector file is left out: the retriever rebuilds it from the stored
+    chunks at start."""
+    kept = len(manifest.members)
+    for _ in range(INDEX_TRIES):
+        before = _index_version(index)
+        for name, path in files:
+            _stage(name, path, stage, manifest)
+        if before[0] == before[1] and _index_version(index) == before:
+            return
+        del manifest.members[kept:]
+        shutil.rmtree(stage / INDEX, ignore_errors=True)
+        time.sleep(0.2)
+    for name, path in files:
+        if not name.endswith(f"/{VECTORS}"):
+            _stage(name, path, stage, manifest)
+
+
 def create(data: Path, target: Path, *, with_keys: bool = False) -> tuple[Path, Manifest]:
     """Write a backup of ``data`` to ``target`` (a ``*.tar.gz`` file, or a directory to put a new file in)."""
     if not (data / "index" / "chunks.sqlite3").exists() and not (data / "security").exists():
@@ -178,19 +237,11 @@ def create(data: Path, target: Path, *, with_keys: bool = False) -> tuple[Path, 
     )
     with tempfile.TemporaryDirectory(prefix=".lineside-backup-", dir=out.parent) as tmp:
         stage = Path(tmp) / "stage"
-        for name, path in _files(data, with_keys):
-            copy = stage / name
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                if _is_sqlite(path):
-                    _snapshot(path, copy)
-                else:
-                    shutil.copyfile(path, copy)
-            except FileNotFoundError:
-                continue  # removed while we walked (a rendered page, a finished spool file)
-            except (OSError, sqlite3.Error) as exc:
-                raise BackupError(f"cannot read {path}: {exc}") from exc
-            manifest.members.append(Member(name=name, size=copy.stat().st_size, sha256=_sha256(copy)))
+        files = list(_files(data, with_keys))
+        index = [(n, p) for n, p in files if n.startswith(f"{INDEX}/")]
+        for name, path in [(n, p) for n, p in files if not n.startswith(f"{INDEX}/")]:
+            _stage(name, path, stage, manifest)
+        _stage_index(data / INDEX, index, stage, manifest)
         manifest.embedding_model, manifest.documents, manifest.chunks = _kb_summary(stage)
         partial = Path(tmp) / "backup.tar.gz"
         try:

@@ -147,3 +147,34 @@ def test_the_cli_creates_lists_and_restores(data, tmp_path, capsys):
     assert cli(["backup", "restore", str(made), "--data", str(tmp_path / "new")]) == 0
     assert cli(["backup", "restore", str(usb / f"junk{backup.SUFFIX}"), "--data", str(tmp_path / "other")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_an_index_update_during_the_copy_never_pairs_old_chunks_with_new_vectors(data, tmp_path, monkeypatch):
+    # The retriever stores a document while the backup runs: its chunks are committed right after
+    # the chunk store was copied, and the vector file is saved before it is copied.
+    real = backup._snapshot
+    updated = []
+
+    def snapshot_then_update(src, dst):
+        real(src, dst)
+        if src.name == "chunks.sqlite3" and not updated:
+            updated.append(True)
+            idx = Index(data / "index", dim=DIM)
+            vec = np.random.default_rng(2).normal(size=(1, DIM)).astype(np.float32)
+            idx.replace(
+                "wl2_notes.md",
+                "wl2_notes",
+                "v1",
+                [Chunk(locator="section x", title="notes", text="clamp 44 N·m")],
+                vec / np.linalg.norm(vec) * 0.15,
+            )
+            idx.close()
+
+    monkeypatch.setattr(backup, "_snapshot", snapshot_then_update)
+    out, manifest = backup.create(data, tmp_path / "usb")
+    assert updated
+    assert manifest.chunks == 3  # taken again after the update: the new document is in
+    backup.restore(out, tmp_path / "new")
+    report = kbcheck.check(tmp_path / "new" / "index")
+    assert report.ok, report.problems
+    assert (report.chunks, report.vectors) == (3, 3)
