@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.corpus, pytest.mark.e2e]
 
 CORPORA = {
     # corpus: (end-to-end pass rate, Chinese questions' pass rate, retrieval recall@3) the test holds.
-    "corpus-dev": (0.82, 0.75, 0.95),
+    "corpus-dev": (0.84, 0.75, 0.95),
     "corpus-smt": (0.70, 0.70, 0.95),
 }
 """Floors that catch a regression, about two questions under what was measured with the default
