@@ -136,7 +136,7 @@ def singular(word: str) -> str:
     """An English word without its plural ending, by Harman's S-stemmer: "batteries" → "battery",
     "valves" → "valve", "spares" → "spare"; "bus", "glass", "gas" and words of under four letters
     are left alone. Serves the many ways a question and a document inflect the same noun ("which
-    bin holds the spares" against "SMT Spare Parts")."""
+    drawer holds the spares" against a list headed "Spare Part list")."""
     lower = word.casefold()
     if len(word) < 4:
         return word
@@ -208,7 +208,7 @@ CODE = re.compile(
     rf"{_A}(?=[A-Za-z0-9.-]*\d)(?=[A-Za-z0-9.-]*[A-Za-z])[A-Za-z0-9]+(?:-[A-Za-z0-9]+(?:\.\d+[A-Za-z0-9]*)?)+{_Z}|{_A}[A-Z]{{1,3}}\d{{2,}}{_Z}"
 )
 """A fault code, part number, model or asset tag as plant documents write them: letters and digits
-joined by hyphens ("F-311", "HX-2201-C", "L3-PMP-02", "TH-HE-2.4K": a decimal inside a part), or a short capital prefix and digits
+joined by hyphens ("F-311", "HX-2201-C", "L3-PMP-02", "VX-HT-1.5K": a decimal inside a part), or a short capital prefix and digits
 ("Q18", "P09"). Bounded by non-alphanumerics rather than word boundaries, so a code written
 against Chinese ("F-311报警", "WL-2线") is found as in English text."""
 
@@ -250,7 +250,7 @@ STEP = re.compile(
     r"^\s*(?:(?:step|schritt)\s*\d{1,2}\b|\d{1,2}\s*[.)、:](?!\d)\s*\S|\(\d{1,2}\)|[①-⑳]|第\s*\d{1,2}\s*步|步骤\s*\d{1,2})", re.IGNORECASE
 )
 """A numbered step of a procedure as SOPs, work instructions and manuals write it: "1. Isolate",
-"2) Lock", "Step 3", "(4)", "③", "第5步", "步骤6". A section number ("5.1 Gearbox oil change") is not
+"2) Lock", "Step 3", "(4)", "③", "第5步", "步骤6". A section number ("6.2 Drive belt renewal") is not
 a step."""
 
 MIN_STEPS = 3
@@ -317,7 +317,7 @@ def wraps_on(line: str, following: str) -> bool:
     """Whether ``following`` carries on the sentence ``line`` leaves open (a line wrapped mid-sentence).
 
     Serves text extracted from PDF pages, whose lines wrap at the page width: "Do not open the
-    hood until the zones read below 60 °C. With" / "the blowers running this takes 45 minutes" is
+    guard until the drum reads below 40 °C. On" / "the standard cycle this takes about 25 minutes" is
     one statement, with its value on the second line. Table rows ("Column: value; …"), steps and
     headings are lines of their own and never carry on another line.
     """

@@ -97,15 +97,20 @@ def source_reply(device: str) -> str:
     return f"{answer_device(device)}/source"
 
 
-def device_of_source(topic: str) -> str | None:
-    """Device name from ``lineside/v1/source/<device>``, else None."""
-    prefix = SOURCE + "/"
+def _name_after(topic: str, root: str, what: str) -> str | None:
+    """The single level after ``root/`` in ``topic``, checked as a name of ``what``; else None."""
+    prefix = root + "/"
     if not topic.startswith(prefix):
         return None
     try:
-        return level(topic[len(prefix) :], "device")
+        return level(topic[len(prefix) :], what)
     except TopicError:
         return None
+
+
+def device_of_source(topic: str) -> str | None:
+    """Device name from ``lineside/v1/source/<device>``, else None."""
+    return _name_after(topic, SOURCE, "device")
 
 
 def admin_devices(operator: str) -> str:
@@ -115,13 +120,7 @@ def admin_devices(operator: str) -> str:
 
 def operator_of_admin(topic: str) -> str | None:
     """Operator name from ``.../internal/admin/devices/<operator>``, else None."""
-    prefix = ADMIN_DEVICES + "/"
-    if not topic.startswith(prefix):
-        return None
-    try:
-        return level(topic[len(prefix) :], "operator")
-    except TopicError:
-        return None
+    return _name_after(topic, ADMIN_DEVICES, "operator")
 
 
 def status(service: str) -> str:
@@ -154,14 +153,7 @@ def audit_reply(client_id: str) -> str:
 
 def device_of_ask(topic: str) -> str | None:
     """Device name from ``lineside/v1/ask/<device>``; None for the MQTT 5 topic or any other topic."""
-    prefix = ASK + "/"
-    if not topic.startswith(prefix):
-        return None
-    rest = topic[len(prefix) :]
-    try:
-        return level(rest, "device")
-    except TopicError:
-        return None
+    return _name_after(topic, ASK, "device")
 
 
 def device_of_reply_topic(response_topic: str) -> str | None:

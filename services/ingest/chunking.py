@@ -78,7 +78,7 @@ SUBHEADING = re.compile(
     r"^(?:\d{1,2}(?:\.\d{1,2})+\.?\s*\S|\d{1,2}\s+(?:[A-Z][a-z]|[\u4e00-\u9fff])|[一二三四五六七八九十]+、|第[一二三四五六七八九十\d]+[章节部分])"
 )
 """A numbered sub-heading inside a page or section, as manuals and specifications number them:
-"4.5 Replacing the filter", "2 Technical Data", "3.1 启动", "二、", "第3章"."""
+"6.2 Changing the drive belt", "2 Technical Data", "3.2 更换皮带", "二、", "第3章"."""
 _STEP_ITEM = re.compile(r"^\d{1,2}\s*[.)、:]\s*(?!\d)\S")
 """A numbered step ("1. Isolate", "2) Lock"), which a dotted section number ("4.5 Filter") is not."""
 _NOT_HEADING_END = tuple(".!?;:,。！？；：，")

@@ -201,7 +201,7 @@ WRAPPED_CELL_CHARS = 40
 
 def _wrapped_cell(line: str) -> bool:
     """Whether a line without column gaps, inside a table, is the wrapped end of a cell of the
-    row above ("1,000 ppm", "清洁相机镜头") rather than text after the table: it is short and
+    row above ("0.5 to 2 bar", "检查过滤网") rather than text after the table: it is short and
     neither a heading nor a step.
 
     Serves PDF tables whose cells wrap onto a second line: read as the end of the table, the

@@ -69,8 +69,8 @@ def with_continuations(lines: Sequence[str], chosen: Sequence[int]) -> list[int]
     on a sentence the chosen one leaves open.
 
     Serves text extracted from PDF pages, whose lines wrap at the page width mid-sentence: "Do
-    not open the hood until the zones read below 60 °C. With" / "the blowers running this takes
-    45 minutes" is one statement, and its value is on the second line. Table rows, steps and
+    not open the guard until the drum reads below 40 °C. On" / "the standard cycle this takes
+    about 25 minutes" is one statement, and its value is on the second line. Table rows, steps and
     headings are lines of their own and never continue one another.
     """
     keep = set(chosen)
@@ -219,13 +219,13 @@ def ask_evidence(question: str, passages: Sequence[Passage], quoted: str) -> lis
 
 
 def _shape(code: str) -> str:
-    """A code's shape: letters as A, digits as 9 ("F-07" and "F-12" are alike, "HM-520" is not)."""
+    """A code's shape: letters as A, digits as 9 ("F-311" and "F-312" are alike, "VX-90" is not)."""
     return "".join("9" if c.isdigit() else "A" if c.isalpha() else c for c in code)
 
 
 def names_another(question: str, line: str) -> bool:
     """Whether ``line`` is about another code of the kind the question asks about: it names a code
-    shaped like one the question names ("F-12" for "F-07") and not the question's own.
+    shaped like one the question names ("F-312" for "F-311") and not the question's own.
 
     Serves fault tables and alarm lists, whose neighbouring rows name the same machine: a quote
     of the next code's row states a wrong cause as if it were the asked code's.
@@ -234,7 +234,7 @@ def names_another(question: str, line: str) -> bool:
     if not asked:
         return False
     named = {c.casefold() for c in identifiers(line)}
-    # Per shape: "Code: F-03; Machine: VX-90" names the asked machine, and another code than F-07.
+    # Per shape: "Code: F-312; Machine: VX-90" names the asked machine, and another code than F-311.
     return any(not any(_shape(a) == _shape(c) for a in named & asked) for c in named - asked if any(_shape(a) == _shape(c) for a in asked))
 
 

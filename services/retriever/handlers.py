@@ -626,7 +626,7 @@ _ROW_KEY = re.compile(r"^[^:;\n]{1,40}:\s*([^;\n]+?)\s*(?:;|$)")
 
 
 def row_keys(text: str) -> set[str]:
-    """The values of the first column of the table rows in ``text`` ("Code: F-07; Machine: …" →
-    "f-07"), casefolded. Serves fault tables, parts lists and registers, which key each row by the
+    """The values of the first column of the table rows in ``text`` ("Code: F-311; Machine: …" →
+    "f-311"), casefolded. Serves fault tables, parts lists and registers, which key each row by the
     code, part number or product it is about."""
     return {m.group(1).casefold() for m in (_ROW_KEY.match(line.strip()) for line in text.splitlines()) if m}

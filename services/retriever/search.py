@@ -135,7 +135,7 @@ def hybrid_search(
     prefer = record_preference(question, candidates, today) if exact else {}
     # A register's superseded revision only after the one in force (with the same exact names).
     current = current_preference(question, candidates)
-    # A table row keyed by a code the question names ("Code: F-07; …", "Product: MC-45; …") is
+    # A table row keyed by a code the question names ("Code: F-311; …", "Product: VX-90; …") is
     # about it; a notice or a page that mentions the code comes after it. Lines and asset tags
     # say where, not what: a row keyed by the line is not about the question's subject.
     asked = {n.casefold() for n in own_codes(question, {n.casefold() for n in [*known_lines, *aliases]})}

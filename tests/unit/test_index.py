@@ -353,7 +353,8 @@ def test_a_plural_in_the_question_finds_the_singular_in_the_documents(tmp_path):
     idx = Index(tmp_path / "index")
     try:
         idx.replace("stores.md", "s", "v1", _chunks("Spare Part list of storeroom B: bin B4-02", "Canteen menu of the week"), _vecs(2, 50))
-        hits = hybrid_search(idx, _vecs(1, 51)[0], "Where are the spares kept?", 1, 10).passages
+        # The question's vector is the canteen menu's own: only the word "spare" can put the list first.
+        hits = hybrid_search(idx, _vecs(2, 50)[1], "Where are the spares kept?", 1, 10).passages
         assert "bin B4-02" in hits[0].text
     finally:
         idx.close()
@@ -370,7 +371,7 @@ def test_an_index_whose_words_were_written_another_way_is_rewritten_at_start(tmp
     idx.close()
     again = Index(tmp_path / "index")
     try:
-        hits = hybrid_search(again, _vecs(1, 51)[0], "Where are the spares kept?", 1, 10).passages
+        hits = hybrid_search(again, _vecs(2, 50)[1], "Where are the spares kept?", 1, 10).passages
         assert "bin B4-02" in hits[0].text
         assert again.meta("lexical") == text_module.LEXICAL_VERSION
     finally:
@@ -378,13 +379,13 @@ def test_an_index_whose_words_were_written_another_way_is_rewritten_at_start(tmp
 
 
 def test_the_row_keyed_by_the_asked_code_comes_before_a_notice_that_mentions_it(index):
-    notice = ["Reminder for VX-90 crews: F-07 on the VX-90 and F-07 on the TR-55 mean different things, look them up."]
-    faults = ["Code: F-07; Machine: VX-90 filler; Description: Valve not seated; Action: Re-seat the valve"]
+    notice = ["Reminder for VX-90 crews: F-311 on the VX-90 and F-311 on the TR-55 mean different things, look them up."]
+    faults = ["Code: F-311; Machine: VX-90 filler; Description: Fill valve position sensor timeout; Action: Check valve V-12"]
     index.replace("notice.txt", "n", "v1", _chunks(*notice), _vecs(1, 60))
     index.replace("faults.xlsx", "f", "v1", _chunks(*faults), _vecs(1, 61))
     # The question's vector is the notice's own: only the row's key can put the table row first.
-    found = hybrid_search(index, _vecs(1, 60)[0], "VX-90 keeps flashing F-07, what is it complaining about?", 2, 10)
-    assert "Valve not seated" in found.passages[0].text
+    found = hybrid_search(index, _vecs(1, 60)[0], "F-311 on the VX-90 again: what does it mean?", 2, 10)
+    assert "Fill valve position sensor timeout" in found.passages[0].text
 
 
 def test_each_line_of_a_two_line_question_gets_the_passage_of_its_own_document(index):
@@ -393,10 +394,10 @@ def test_each_line_of_a_two_line_question_gets_the_passage_of_its_own_document(i
         Chunk(
             locator="section 5",
             title="WL-2 changeover SOP > 5 Settings",
-            text="Product: VX-90; Pressure: 7.0 kg. WL-2 runs higher than WL-1.",
+            text="Product: VX-90; Pressure: 4.2 bar. WL-2 runs higher than WL-1.",
         )
     ]
-    wl1 = [Chunk(locator="section 5", title="WL-1 changeover SOP > 5 Settings", text="Product: VX-90; Pressure: 6.5 kg")]
+    wl1 = [Chunk(locator="section 5", title="WL-1 changeover SOP > 5 Settings", text="Product: VX-90; Pressure: 3.8 bar")]
     lines = [
         Chunk(locator=f"row {i}", title="log.xlsx", text=f"Date: 2026-05-0{i}; Line: WL-{i}; Machine: VX-90", line=f"WL-{i}")
         for i in (1, 2)
@@ -406,5 +407,5 @@ def test_each_line_of_a_two_line_question_gets_the_passage_of_its_own_document(i
     index.replace("log.xlsx", "l", "v1", lines, _vecs(2, 72))
     found = search(index, lambda text: _vecs(1, 70)[0], "VX-90 pressure on WL-1 and WL-2?", 3, 10)
     texts = " ".join(p.text for p in found.passages[:2])
-    assert "7.0 kg" in texts
-    assert "6.5 kg" in texts
+    assert "4.2 bar" in texts
+    assert "3.8 bar" in texts

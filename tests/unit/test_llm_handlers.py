@@ -276,18 +276,18 @@ def test_each_ask_of_a_question_gets_its_line_quoted():
     manual = _p(
         "\n".join(
             [
-                "5 Nozzle care",
-                "Nozzles are cleaned in the ultrasonic cleaner UC-7 once a week.",
-                *(f"Nozzle N-{100 + i} is used for component size {i}." for i in range(8)),
-                "Replacement nozzles are ordered through stores with form ST-2.",
+                "5 Spray head care",
+                "Spray heads are soaked in the solvent bath SB-4 once a fortnight.",
+                *(f"Spray head H-{100 + i} is used for coating width {i}." for i in range(8)),
+                "Replacement spray heads are ordered through stores with form ST-2.",
             ]
         ),
         1,
     )
-    stores = _p("Part No.: N-105; Description: Nozzle 0603; Bin: B4-02-1; Min: 10", 2)
-    quotes = h.evidence("How often are the nozzles cleaned, and which bin holds N-105?", [manual, stores])
+    stores = _p("Part No.: H-105; Description: Spray head 5 mm; Bin: B4-02-1; Min: 10", 2)
+    quotes = h.evidence("How often are the spray heads soaked, and which bin holds H-105?", [manual, stores])
     text = " ".join(t for _, t in quotes)
-    assert "once a week" in text
+    assert "once a fortnight" in text
     assert "B4-02-1" in text
 
 
@@ -295,21 +295,21 @@ def test_the_row_of_another_code_is_never_quoted():
     table = _p(
         "\n".join(
             [
-                "Code: F-03; Machine: VX-90 Filler; Description: Bowl level low",
-                "Code: F-07; Machine: VX-90 Filler; Description: Valve not seated",
-                "Code: F-12; Machine: VX-90 Filler; Description: Pick error rate high",
+                "Code: F-310; Machine: VX-90 Filler; Description: Bowl level low",
+                "Code: F-311; Machine: VX-90 Filler; Description: Fill valve sensor timeout",
+                "Code: F-312; Machine: VX-90 Filler; Description: Bowl pressure high",
             ]
         ),
         1,
     )
-    quotes = h.evidence("VX-90 keeps flashing F-07, what is it complaining about on the VX-90 filler?", [table])
+    quotes = h.evidence("F-311 on the VX-90 filler again: what does it mean on the VX-90?", [table])
     text = " ".join(t for _, t in quotes)
-    assert "Valve not seated" in text
-    assert "F-03" not in text
-    assert "F-12" not in text
-    assert h.names_another("What does F-07 mean?", "Code: F-12; Description: Pick error")
-    assert not h.names_another("What does F-07 mean?", "Code: F-07; see also F-12")
-    assert not h.names_another("What does F-07 mean?", "Clean the nozzle with NC-20")
+    assert "Fill valve sensor timeout" in text
+    assert "F-310" not in text
+    assert "F-312" not in text
+    assert h.names_another("What does F-311 mean?", "Code: F-312; Description: Bowl pressure high")
+    assert not h.names_another("What does F-311 mean?", "Code: F-311; see also F-312")
+    assert not h.names_another("What does F-311 mean?", "Clean the valve with cleaner CL-200")
 
 
 def test_a_procedure_keeps_the_row_above_it_that_answers_the_rest_of_the_question():

@@ -214,22 +214,22 @@ def test_a_chunk_does_not_end_in_the_middle_of_a_wrapped_sentence():
 def test_a_chunk_never_ends_with_the_heading_of_the_next_section():
     body = "\n".join(f"Line {i} of section one states an ordinary sentence about the machine." for i in range(7))
     steps = "\n".join(f"{i}. Do step {i} of the filter change and check it." for i in range(1, 6))
-    chunks = chunk_section(Section(locator="page 5", title="t", text=f"{body}\n4.5 Replacing the filter cartridge\n{steps}"))
+    chunks = chunk_section(Section(locator="page 5", title="t", text=f"{body}\n6.2 Changing the drive belt\n{steps}"))
     assert len(chunks) >= 2
-    assert all(c.text.splitlines()[-1] != "4.5 Replacing the filter cartridge" for c in chunks)
+    assert all(c.text.splitlines()[-1] != "6.2 Changing the drive belt" for c in chunks)
     # The heading goes with its steps: the step list is found by what it is about.
-    assert any("4.5 Replacing the filter cartridge\n1. Do step 1" in c.text and "5. Do step 5" in c.text for c in chunks)
+    assert any("6.2 Changing the drive belt\n1. Do step 1" in c.text and "5. Do step 5" in c.text for c in chunks)
 
 
 def test_numbered_headings_are_told_from_steps_and_sentences():
     from services.ingest.chunking import is_subheading
 
-    assert is_subheading("4.5 Replacing the filter cartridge")
+    assert is_subheading("6.2 Changing the drive belt")
     assert is_subheading("2 Technical Data")
-    assert is_subheading("3.1 启动")
+    assert is_subheading("3.2 更换皮带")
     assert not is_subheading("1. Select COOL DOWN and wait.")
     assert not is_subheading("2) Close the valve")
-    assert not is_subheading("45 minutes after the heaters are")
+    assert not is_subheading("25 minutes after the drum is")
     assert not is_subheading("Parameter: Warm-up power; Value: 56 kW | x")
 
 
@@ -237,13 +237,13 @@ def test_a_table_cell_wrapped_onto_a_second_line_stays_in_its_row():
     lines = [
         "Interval | Task | Part",
         "Daily | Wipe the conveyor guides | cloth",
-        "Weekly | Clean the camera lens and the | VF-05",
-        "vacuum filter",
-        "Monthly | Grease the X/Y ball screws, 2 g each | GR-2",
+        "Weekly | Clean the intake screen and the | SC-12",
+        "drain trap",
+        "Monthly | Oil the hinge pins, 3 drops each | OL-4",
         "2.1 Lubrication notes",
         "Wipe off old grease first.",
     ]
     rows = parsers._pdf_tables_to_rows(lines)
-    assert "Interval: Monthly; Task: Grease the X/Y ball screws, 2 g each; Part: GR-2" in rows
-    assert any(r.startswith("Interval: Weekly;") and r.endswith("vacuum filter") for r in rows)
+    assert "Interval: Monthly; Task: Oil the hinge pins, 3 drops each; Part: OL-4" in rows
+    assert any(r.startswith("Interval: Weekly;") and r.endswith("drain trap") for r in rows)
     assert "2.1 Lubrication notes" in rows  # a heading ends the table
