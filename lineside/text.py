@@ -307,8 +307,9 @@ def clauses(question: str) -> list[str]:
     return out
 
 
-_OPEN_END = re.compile(r"[A-Za-z0-9,\u4e00-\u9fff-]$")
-"""A line that stops where its sentence has not ended: a word, a number, a comma."""
+_OPEN_END = re.compile(r"[A-Za-z0-9,\u4e00-\u9fff%°)\]-]$")
+"""A line that stops where its sentence has not ended: a word, a number, a comma, a unit, a
+closing bracket ("… transmitter PT-101 (range 0 to 10 bar)" / "and controlled by …")."""
 _CONTINUES = re.compile(r"^[a-z0-9(\u4e00-\u9fff]")
 """A line that carries on a sentence: it starts in lower case, with a number or in Chinese."""
 

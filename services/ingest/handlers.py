@@ -46,10 +46,12 @@ def check_size(name: str, size: int, max_bytes: int) -> None:
         raise DocumentError(name, "the file is empty (0 bytes)")
 
 
-PARSING = 5
+PARSING = 6
 """Raised whenever parsing or chunking changes what a file becomes (2: wrapped lines joined; 3: not
 inside Markdown code blocks; 5: chunks end at sentence ends, never with a heading, and wrapped PDF
-table cells stay in their row), so
+table cells stay in their row; 6: a line ending in a bracket or unit carries on into a next line
+in lower case; a sub-section that starts late in a chunk goes to the next, which has its heading in
+its title; a numbered step list is not cut before twice a chunk's size), so
 that ingesting an unchanged file after an upgrade re-indexes it instead of keeping old chunks."""
 
 

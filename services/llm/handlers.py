@@ -225,11 +225,16 @@ def _shape(code: str) -> str:
 
 def names_another(question: str, line: str) -> bool:
     """Whether ``line`` is about another code of the kind the question asks about: it names a code
-    shaped like one the question names ("F-312" for "F-311") and not the question's own.
+    shaped like one the question names ("F-312" for "F-311") and not the question's own; or it
+    names production lines, none of them the one the question asks about.
 
     Serves fault tables and alarm lists, whose neighbouring rows name the same machine: a quote
     of the next code's row states a wrong cause as if it were the asked code's.
     """
+    asked_lines = {t for t in terms(question) if t.startswith("line#")}
+    named_lines = {t for t in terms(line) if t.startswith("line#")}
+    if asked_lines and named_lines and not named_lines & asked_lines:
+        return True  # another production line's row ("Line: WL-2; setpoint …" for a WL-3 question)
     asked = {c.casefold() for c in identifiers(question)}
     if not asked:
         return False
@@ -265,16 +270,26 @@ def second_evidence(question: str, quoted: str, others: Sequence[Passage]) -> tu
     2026-06-09?" has its answer in a work instruction and in a notice: the best passage's lines
     answer one half. A line of another passage among ``others`` (the rest of the prompt's
     passages, best first) is quoted too when it has at least ``SECOND_MIN_TERMS`` question words
-    the quoted lines do not have. Returns its index in ``others`` and the line.
+    the quoted lines do not have, or one when it names every code and line the question names (the
+    tolerance row of the asked line's settings, under a quote that states its setpoint). Returns its
+    index in ``others`` and the line.
     """
     missing = terms(question) - terms(quoted)
+    anchors = exact_names(question)
     best: tuple[int, int, str] | None = None
     for i, p in enumerate(others[:3]):
         for line in p.text.splitlines():
             gain = len(missing & terms(line))
-            if gain >= SECOND_MIN_TERMS and (best is None or gain > best[0]):
+            need = 1 if anchors and anchors <= exact_names(line) else SECOND_MIN_TERMS
+            if gain >= need and (best is None or gain > best[0]):
                 best = (gain, i, " ".join(line.split()))
     return (best[1], best[2]) if best else None
+
+
+def exact_names(text: str) -> set[str]:
+    """The codes, part numbers, models and production lines ``text`` names, casefolded (a line as
+    ``line#N``, however it is written)."""
+    return {c.casefold() for c in identifiers(text)} | {t for t in terms(text) if t.startswith("line#")}
 
 
 def _line_weights(question: str, lines: Sequence[str]) -> tuple[list[set[str]], dict[str, float]]:

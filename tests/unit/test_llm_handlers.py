@@ -335,3 +335,32 @@ def test_a_section_number_is_not_a_step():
 
     assert step_lines("1.1 Qualified staff\ntext\n1.2 Hot surfaces\ntext\n1.3 Lifting\ntext") == []
     assert step_lines("1. Isolate\n2. Lock\n3. Try") == [0, 1, 2]
+
+
+def test_a_line_of_another_passage_about_the_asked_line_brings_the_value_the_quote_lacks():
+    work_instruction = _p(
+        "\n".join(
+            [
+                "Line: Line 4; Cap: 28 mm; Capper application setpoint: 2.4 N·m; Removal torque minimum: 1.1 N·m",
+                "Line: Line 6; Cap: 38 mm; Capper application setpoint: 3.6 N·m; Removal torque minimum: 1.7 N·m",
+            ]
+        ),
+        0,
+    )
+    manual = _p(
+        "\n".join(
+            [
+                "Parameter: Application torque setpoint; Line 4: 2.4 N·m; Line 6: 3.6 N·m",
+                "Parameter: Tolerance of setpoint; Line 4: ±0.1 N·m; Line 6: ±0.4 N·m",
+            ]
+        ),
+        1,
+    )
+    quotes = h.evidence("What application torque setpoint and tolerance are used on the Line 6 capper?", [work_instruction, manual])
+    text = " / ".join(t for _, t in quotes)
+    assert "±0.4 N·m" in text  # one question word more, on a line about the asked line
+    assert "Line: Line 4" not in text  # the other line's row is not quoted
+    assert h.names_another("What is the setpoint on Line 6?", "Line: Line 4; setpoint: 2.4 N·m")
+    assert h.names_another("6 线的设定是多少？", "线体: 4 线; 设定: 2.4 N·m")
+    assert not h.names_another("What is the setpoint on Line 6?", "Parameter: setpoint; Line 4: 2.4 N·m; Line 6: 3.6 N·m")
+    assert not h.names_another("What is the setpoint?", "Line: Line 4; setpoint: 2.4 N·m")

@@ -247,3 +247,38 @@ def test_a_table_cell_wrapped_onto_a_second_line_stays_in_its_row():
     assert "Interval: Monthly; Task: Oil the hinge pins, 3 drops each; Part: OL-4" in rows
     assert any(r.startswith("Interval: Weekly;") and r.endswith("drain trap") for r in rows)
     assert "2.1 Lubrication notes" in rows  # a heading ends the table
+
+
+def test_a_sub_section_that_starts_late_in_a_chunk_goes_whole_to_the_next_with_its_heading_as_title():
+    body = "\n".join(f"Sentence {i} of section 4.3 states an ordinary fact about the oven and its alarm." for i in range(4))
+    steps = "\n".join(f"{i}. Do step {i} of the cartridge change and check it twice." for i in range(1, 7))
+    text = f"4.3 Oxygen limit\n{body}\n4.5 Replacing the filter cartridge\n{steps}"
+    chunks = chunk_section(Section(locator="page 5", title="Oven manual > 4 Nitrogen", text=text))
+    procedure = [c for c in chunks if "4.5 Replacing the filter cartridge" in c.text]
+    assert len(procedure) == 1
+    assert procedure[0].text.startswith("4.5 Replacing the filter cartridge\n1. Do step 1")
+    assert "6. Do step 6" in procedure[0].text  # no step left behind in the chunk before
+    assert procedure[0].title == "Oven manual > 4 Nitrogen > 4.5 Replacing the filter cartridge"
+    assert not any("1. Do step 1" in c.text for c in chunks if c is not procedure[0])
+    assert chunks[0].title == "Oven manual > 4 Nitrogen > 4.3 Oxygen limit"
+
+
+def test_a_line_that_ends_with_a_bracket_carries_on_into_the_next():
+    from lineside.text import wraps_on
+
+    assert wraps_on("Pressure is measured by the transmitter PT-7 (range 0 to 10 bar)", "and controlled by the inlet valve.")
+    assert wraps_on("The level setpoint is 55%", "of the probe range.")
+    assert not wraps_on("Pressure is measured by the transmitter PT-7 (range 0 to 10 bar).", "and then")
+
+
+def test_a_procedure_longer_than_a_chunk_stays_whole_up_to_twice_the_size():
+    from services.ingest.chunking import CHUNK_TOKENS, PROCEDURE_TOKENS, tokens
+
+    steps = [f"{i}. Loosen bolt {i} of the guard, lift the cover and check the seal for cracks." for i in range(1, 10)]
+    text = "\n".join(["6.4 Replacing the guard seal", *steps])
+    assert CHUNK_TOKENS < tokens(text) <= PROCEDURE_TOKENS
+    chunks = chunk_section(Section(locator="page 7", title="Manual", text=f"6.3 Other\nA short note.\n{text}"))
+    assert any("6.4 Replacing the guard seal\n1. Loosen" in c.text and steps[-1] in c.text for c in chunks)
+    # A list over twice a chunk's size is still cut: a chunk stays readable for a 0.5B model.
+    long = "\n".join(["6.4 Replacing the guard seal", *steps, *[s.replace("bolt", "screw") for s in steps]])
+    assert all(tokens(c.text) <= PROCEDURE_TOKENS for c in chunk_section(Section(locator="page 7", title="Manual", text=long)))
