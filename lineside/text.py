@@ -285,8 +285,11 @@ def site_mentions(text: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+_PREPOSITION = r"(?:(?:at|in|on|for|by|from|to|with|after|before|under|into)\s+)?"
+"""A preposition an ask may start with ("and at what pressure …", "and in which drawer …")."""
 _CLAUSE_SPLIT = re.compile(
-    r"[?？;；]\s*|,\s*and\s+(?=(?:what|where|how|which|when|who|why|is|are|does|do)\b)|\s+and\s+(?=(?:what|where|how|which|when|who|why)\b)",
+    rf"[?？;；]\s*|,\s*and\s+(?={_PREPOSITION}(?:what|where|how|which|when|who|why|is|are|does|do)\b)"
+    rf"|\s+and\s+(?={_PREPOSITION}(?:what|where|how|which|when|who|why)\b)",
     re.IGNORECASE,
 )
 _STATEMENT_END = re.compile(r"(?<=\.)\s+(?=[A-Z])")
@@ -330,3 +333,13 @@ def wraps_on(line: str, following: str) -> bool:
         and " | " not in nxt
         and not STEP.match(nxt)
     )
+
+
+_ROW_KEY = re.compile(r"^[^:;\n]{1,40}:\s*([^;\n]+?)\s*(?:;|$)")
+
+
+def row_keys(text: str) -> set[str]:
+    """The values of the first column of the table rows in ``text`` ("Code: F-311; Machine: …" →
+    "f-311"), casefolded. Serves fault tables, parts lists and registers, which key each row by the
+    code, part number or product it is about."""
+    return {m.group(1).casefold() for m in (_ROW_KEY.match(line.strip()) for line in text.splitlines()) if m}

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from lineside.text import clauses, identifiers, step_lines, terms, wraps_on
+from lineside.text import clauses, identifiers, row_keys, step_lines, terms, wraps_on
 from schemas.messages import Passage
 
 SYSTEM_EN = (
@@ -187,7 +187,8 @@ def evidence(question: str, passages: Sequence[Passage]) -> list[tuple[int, str]
     if linked is not None:
         out.append((linked[0] + 1, linked[1][:QUOTE_CHARS]))
     out += ask_evidence(question, passages, "\n".join(text for _, text in out))
-    return [(i, text) for i, text in out if not names_another(question, text)][:MAX_QUOTES]
+    # A quote of several lines (" / ") is another's only when each of its lines is.
+    return [(i, text) for i, text in out if not all(names_another(question, part) for part in text.split(" / "))][:MAX_QUOTES]
 
 
 def ask_evidence(question: str, passages: Sequence[Passage], quoted: str) -> list[tuple[int, str]]:
@@ -226,16 +227,19 @@ def _shape(code: str) -> str:
 def names_another(question: str, line: str) -> bool:
     """Whether ``line`` is about another code of the kind the question asks about: it names a code
     shaped like one the question names ("F-312" for "F-311") and not the question's own; or it
-    names production lines, none of them the one the question asks about.
+    names production lines, none of them the one the question asks about. A table row keyed by a
+    code the question names is the question's own, whatever its other columns mention.
 
     Serves fault tables and alarm lists, whose neighbouring rows name the same machine: a quote
     of the next code's row states a wrong cause as if it were the asked code's.
     """
+    asked = {c.casefold() for c in identifiers(question)}
+    if asked & row_keys(line):
+        return False  # the asked code's own row, whatever else its columns mention ("Change: WL-2 added")
     asked_lines = {t for t in terms(question) if t.startswith("line#")}
     named_lines = {t for t in terms(line) if t.startswith("line#")}
     if asked_lines and named_lines and not named_lines & asked_lines:
         return True  # another production line's row ("Line: WL-2; setpoint …" for a WL-3 question)
-    asked = {c.casefold() for c in identifiers(question)}
     if not asked:
         return False
     named = {c.casefold() for c in identifiers(line)}

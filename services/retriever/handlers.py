@@ -620,13 +620,3 @@ class Filters:
 
     def __bool__(self) -> bool:
         return any((self.line, self.machine, self.doc_type, self.doc))
-
-
-_ROW_KEY = re.compile(r"^[^:;\n]{1,40}:\s*([^;\n]+?)\s*(?:;|$)")
-
-
-def row_keys(text: str) -> set[str]:
-    """The values of the first column of the table rows in ``text`` ("Code: F-311; Machine: …" →
-    "f-311"), casefolded. Serves fault tables, parts lists and registers, which key each row by the
-    code, part number or product it is about."""
-    return {m.group(1).casefold() for m in (_ROW_KEY.match(line.strip()) for line in text.splitlines()) if m}

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import msgspec
 import numpy as np
 
-from lineside.text import clauses, identifiers, lexical_terms, site_mentions
+from lineside.text import clauses, identifiers, lexical_terms, row_keys, site_mentions
 from schemas.messages import Passage
 from services.retriever.adapters import Index
 from services.retriever.handlers import (
@@ -33,7 +33,6 @@ from services.retriever.handlers import (
     own_codes,
     per_line_asks,
     record_preference,
-    row_keys,
     unknown_line_names,
 )
 

@@ -364,3 +364,20 @@ def test_a_line_of_another_passage_about_the_asked_line_brings_the_value_the_quo
     assert h.names_another("6 线的设定是多少？", "线体: 4 线; 设定: 2.4 N·m")
     assert not h.names_another("What is the setpoint on Line 6?", "Parameter: setpoint; Line 4: 2.4 N·m; Line 6: 3.6 N·m")
     assert not h.names_another("What is the setpoint?", "Line: Line 4; setpoint: 2.4 N·m")
+
+
+def test_the_asked_code_s_own_row_is_quoted_whatever_its_other_columns_name():
+    legend = _p(
+        "\n".join(
+            [
+                "Code | Meaning on the placement head | Revision | Date | Change",
+                "Code: F-303; Meaning: Feeder empty; Rev: 0; Change: first issue",
+                "Code: F-307; Meaning: Feeder not seated; Rev: 1; Change: Line 2 added",
+                "Code: F-312; Meaning: Pick error rate high; Rev: 2; Change: Line 1 only",
+            ]
+        ),
+        0,
+    )
+    quoted = " ".join(t for _, t in h.evidence("TR-55 on Line 1 keeps flashing F-307 - what is it complaining about?", [legend]))
+    assert "Feeder not seated" in quoted
+    assert "F-312" not in quoted

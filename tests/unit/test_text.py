@@ -58,3 +58,14 @@ def test_plural_endings_are_dropped_for_the_bm25_index_and_its_queries():
     assert [singular(w) for w in ("spares", "batteries", "valves", "Parts", "SOPs")] == ["spare", "battery", "valve", "Part", "SOP"]
     assert [singular(w) for w in ("bus", "glass", "gas", "status", "analysis")] == ["bus", "glass", "gas", "status", "analysis"]
     assert lexical_text("Spare Parts for F-311s") == "Spare Part for F-311s"  # codes are left as written
+
+
+def test_an_ask_that_starts_with_a_preposition_is_an_ask_of_its_own():
+    from lineside.text import clauses
+
+    assert clauses("How many pumps do we run, and at what pressure does the standby one start?") == [
+        "How many pumps do we run",
+        "at what pressure does the standby one start",
+    ]
+    assert clauses("Which drawer holds the seal kit and in which bin is the spare?") == ["Which drawer holds the seal kit", "in which bin is the spare"]
+    assert clauses("Stand in front of the filler and at the HMI press reset.") == ["Stand in front of the filler and at the HMI press reset"]
