@@ -286,10 +286,10 @@ def site_mentions(text: str) -> list[str]:
 
 
 _PREPOSITION = r"(?:(?:at|in|on|for|by|from|to|with|after|before|under|into)\s+)?"
-"""A preposition an ask may start with ("and at what pressure …", "and in which drawer …")."""
+"""A preposition an ask after a comma may start with (", and at what pressure …", ", and in which drawer …")."""
 _CLAUSE_SPLIT = re.compile(
     rf"[?？;；]\s*|,\s*and\s+(?={_PREPOSITION}(?:what|where|how|which|when|who|why|is|are|does|do)\b)"
-    rf"|\s+and\s+(?={_PREPOSITION}(?:what|where|how|which|when|who|why)\b)",
+    r"|\s+and\s+(?=(?:what|where|how|which|when|who|why)\b)",
     re.IGNORECASE,
 )
 _STATEMENT_END = re.compile(r"(?<=\.)\s+(?=[A-Z])")

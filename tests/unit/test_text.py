@@ -67,5 +67,11 @@ def test_an_ask_that_starts_with_a_preposition_is_an_ask_of_its_own():
         "How many pumps do we run",
         "at what pressure does the standby one start",
     ]
-    assert clauses("Which drawer holds the seal kit and in which bin is the spare?") == ["Which drawer holds the seal kit", "in which bin is the spare"]
-    assert clauses("Stand in front of the filler and at the HMI press reset.") == ["Stand in front of the filler and at the HMI press reset"]
+    assert clauses("Which drawer holds the seal kit, and in which bin is the spare?") == [
+        "Which drawer holds the seal kit",
+        "in which bin is the spare",
+    ]
+    assert clauses("How often and with which grease is the cam lubricated?") == ["How often and with which grease is the cam lubricated"]
+    assert clauses("Stand in front of the filler and at the HMI press reset.") == [
+        "Stand in front of the filler and at the HMI press reset"
+    ]
