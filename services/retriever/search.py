@@ -121,11 +121,13 @@ def hybrid_search(
         absent = index.absent(words)
         asked_sites = site_mentions(question)
         home = index.home_sites() if asked_sites else []
-    fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates, today, known_lines, aliases)])
+    fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates, today, known_lines, aliases), name_ids])
     exact = exact_counts(question, candidates, today, known_lines, aliases)
+    # A followed name counts as an exact term in the row it keys (its fault-table row, its storeroom
+    # row); a passage that mentions it in passing ranks by it in the fusion only.
     for p in candidates if named else ():  # only an ask that follows names: every search runs this
-        blob = f"{p.title}\n{p.text}".casefold()
-        found = sum(n.casefold() in blob for n in named)
+        keys = row_keys(p.text)
+        found = sum(n.casefold() in keys for n in named)
         if found:
             exact[p.chunk_id] = exact.get(p.chunk_id, 0) + found
     # Among passages that name the same exact things, the kind of document the question wants

@@ -413,3 +413,32 @@ def test_each_line_of_a_two_line_question_gets_the_passage_of_its_own_document(i
     texts = " ".join(p.text for p in found.passages[:2])
     assert "4.2 bar" in texts
     assert "3.8 bar" in texts
+
+
+def test_an_ask_that_follows_a_part_number_finds_the_row_it_keys_not_a_page_that_mentions_it(tmp_path):
+    # "… which part was swapped, and where are the spares of it kept?" The log row names the part;
+    # a manual page mentions it in passing beside the code and machine, and the storeroom list has
+    # the part's own row. The storeroom row must be the ask's passage.
+    index = Index(tmp_path / "index")
+    log = [
+        "date: 2026-06-19; line: Line 3; machine: VX-90 Filler; fault_code: F-311; action: swapped heater HX-2201-C",
+        *(f"date: 2026-07-{d:02d}; line: Line 2; machine: TR-55 Labeler; fault_code: E-1{d:02d}; action: reset" for d in range(1, 6)),
+    ]
+    manual = [
+        "F-311 on the VX-90: the heater HX-2201-C has failed; the VX-90 shows F-311 until it is swapped.",
+        *(f"Section {i}: cleaning the TR-55 label magazine, step {i}." for i in range(1, 5)),
+    ]
+    store = [
+        "Part No.: HX-2201-C; Description: Heater cartridge; Bin: C4-07-2; Min: 2",
+        *(f"Part No.: TR-{i}00-K; Description: Label roller {i}; Bin: B1-0{i}-1; Min: 1" for i in range(1, 6)),
+    ]
+    index.replace("log.csv", "l", "v", _chunks(*log), _vecs(len(log), 50))
+    index.replace(
+        "manual.pdf", "m", "v", [Chunk(locator=f"page {i}", title="manual.pdf", text=t) for i, t in enumerate(manual)], _vecs(5, 51)
+    )
+    index.replace("store.md", "s", "v", [Chunk(locator="section C", title="Spares storeroom", text=t) for t in store], _vecs(6, 52))
+    question = "Line 3 had a heater fault on 2026-06-19 - which part got swapped, and where do we keep spares of it?"
+    found = search(index, lambda text: _vecs(1, 53 + len(text))[0], question, 3, 10)
+    assert "2026-06-19" in found.passages[0].text
+    assert any("C4-07-2" in p.text and p.ask.startswith("where do we keep spares of it") for p in found.passages)
+    index.close()
