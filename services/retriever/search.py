@@ -9,7 +9,7 @@ from typing import NamedTuple
 import msgspec
 import numpy as np
 
-from lineside.text import clauses, identifiers, lexical_terms, row_keys, site_mentions
+from lineside.text import clauses, identifiers, lexical_terms, row_keys, singular, site_mentions, terms
 from schemas.messages import Passage
 from services.retriever.adapters import Index
 from services.retriever.handlers import (
@@ -124,11 +124,13 @@ def hybrid_search(
     fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates, today, known_lines, aliases), name_ids])
     exact = exact_counts(question, candidates, today, known_lines, aliases)
     # A followed name counts as an exact term in the row it keys (its fault-table row, its storeroom
-    # row); a passage that mentions it in passing ranks by it in the fusion only.
+    # row), where the row also has a word of the ask ("spare" for "where are its spares kept"); a
+    # passage that mentions it in passing ranks by it in the fusion only.
+    asked_words = {singular(t) for t in terms(question)}
     for p in candidates if named else ():  # only an ask that follows names: every search runs this
         keys = row_keys(p.text)
         found = sum(n.casefold() in keys for n in named)
-        if found:
+        if found and asked_words & {singular(t) for t in terms(f"{p.title}\n{p.text}")}:
             exact[p.chunk_id] = exact.get(p.chunk_id, 0) + found
     # Among passages that name the same exact things, the kind of document the question wants
     # (a log row for "why did it stop on ...", a reference for "what does it mean") goes first.

@@ -442,3 +442,34 @@ def test_an_ask_that_follows_a_part_number_finds_the_row_it_keys_not_a_page_that
     assert "2026-06-19" in found.passages[0].text
     assert any("C4-07-2" in p.text and p.ask.startswith("where do we keep spares of it") for p in found.passages)
     index.close()
+
+
+def test_an_ask_about_something_else_is_not_drawn_to_the_row_a_followed_name_keys(tmp_path):
+    # The second ask names no code, so it follows the log row's part number; but it asks about the
+    # cut-out, not the part: the part's storeroom row shares no word with it and must not win.
+    index = Index(tmp_path / "index")
+    log = [
+        "date: 2026-06-19; line: Line 3; machine: VX-90 Filler; fault_code: F-311; action: swapped heater HX-2201-C",
+        *(f"date: 2026-07-{d:02d}; line: Line 2; machine: TR-55 Labeler; fault_code: E-1{d:02d}; action: reset" for d in range(1, 6)),
+    ]
+    manual = [
+        "Setting: Over-temperature cut-out; Value: trips at 195 °C, manual reset",
+        *(f"Section {i}: cleaning the TR-55 label magazine, step {i}." for i in range(1, 5)),
+    ]
+    store = [
+        "Part No.: HX-2201-C; Description: Heater cartridge; Bin: C4-07-2; Min: 2",
+        *(f"Part No.: TR-{i}00-K; Description: Label roller {i}; Bin: B1-0{i}-1; Min: 1" for i in range(1, 6)),
+    ]
+    index.replace("log.csv", "l", "v", _chunks(*log), _vecs(len(log), 60))
+    index.replace(
+        "manual.pdf", "m", "v", [Chunk(locator=f"page {i}", title="manual.pdf", text=t) for i, t in enumerate(manual)], _vecs(5, 61)
+    )
+    index.replace("store.md", "s", "v", [Chunk(locator="section C", title="Spares storeroom", text=t) for t in store], _vecs(6, 62))
+    question = "Line 3 stopped on 2026-06-19 - which part got swapped, and at what temperature does the over-temperature cut-out trip?"
+    stored = {t: np.frombuffer(v, dtype=np.float32) for t, v in index._db.execute("SELECT text, embedding FROM chunks")}
+    ask = "at what temperature does the over-temperature cut-out trip"
+    # The ask means the manual's cut-out row (its vector is the row's); the rest is noise.
+    found = search(index, lambda text: stored[manual[0]] if text == ask else _vecs(1, 63 + len(text))[0], question, 3, 10)
+    claimed = {p.ask.split(" (")[0]: p.text for p in found.passages if p.ask}
+    assert "195 °C" in claimed[ask]
+    index.close()
