@@ -109,7 +109,8 @@ def hybrid_search(
         date_ids = index.substring_ranking(dates, pool)
         # A name in thousands of chunks (a machine model) would cost FTS5 most of the index and tells
         # little: the same rule as the question's own BM25 words.
-        named = index.informative([n for n in names if index.contains(n)], MAX_TERM_SHARE, MAX_TERM_DF) if names else []
+        present = [n for n in names if index.contains(n)]
+        named = index.informative(present, MAX_TERM_SHARE, MAX_TERM_DF) if present else []
         name_ids = index.lexical_ranking(fts_query(named), pool) if named else []
         candidates = index.passages(list(dict.fromkeys([*exact_ids, *date_ids, *name_ids, *vec_ids, *lex_ids])), vector)
         known_lines = index.line_names()
@@ -121,17 +122,19 @@ def hybrid_search(
         absent = index.absent(words)
         asked_sites = site_mentions(question)
         home = index.home_sites() if asked_sites else []
-    fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates, today, known_lines, aliases), name_ids])
+    fused = fuse([vec_ids, lex_ids, exact_ranking(question, candidates, today, known_lines, aliases)])
     exact = exact_counts(question, candidates, today, known_lines, aliases)
-    # A followed name counts as an exact term in the row it keys (its fault-table row, its storeroom
-    # row), where the row also has a word of the ask ("spare" for "where are its spares kept"); a
-    # passage that mentions it in passing ranks by it in the fusion only.
+    # Followed names count as exact terms in a row one of them keys (its fault-table row, its
+    # storeroom row), where the row also has a word of the ask ("spare" for "where are its spares
+    # kept"); a passage that mentions them in passing is ranked by the ask's own words and meaning.
     asked_words = {singular(t) for t in terms(question)}
-    for p in candidates if named else ():  # only an ask that follows names: every search runs this
+    for p in candidates if present else ():  # only an ask that follows names: every search runs this
         keys = row_keys(p.text)
-        found = sum(n.casefold() in keys for n in named)
-        if found and asked_words & {singular(t) for t in terms(f"{p.title}\n{p.text}")}:
-            exact[p.chunk_id] = exact.get(p.chunk_id, 0) + found
+        blob = f"{p.title}\n{p.text}"
+        if any(n.casefold() in keys for n in present) and asked_words & {singular(t) for t in terms(blob)}:
+            # ...with every followed name it has: the fault row of the code on the logged machine
+            # ("Code: F-311; Machine: TR-55") before the same code's row on another machine.
+            exact[p.chunk_id] = exact.get(p.chunk_id, 0) + sum(n.casefold() in blob.casefold() for n in present)
     # Among passages that name the same exact things, the kind of document the question wants
     # (a log row for "why did it stop on ...", a reference for "what does it mean") goes first.
     # Only where the question names something exact: elsewhere the fused ranking decides alone.
