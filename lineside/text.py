@@ -343,3 +343,44 @@ def row_keys(text: str) -> set[str]:
     "f-311"), casefolded. Serves fault tables, parts lists and registers, which key each row by the
     code, part number or product it is about."""
     return {m.group(1).casefold() for m in (_ROW_KEY.match(line.strip()) for line in text.splitlines()) if m}
+
+
+_SECTION_REF = re.compile(
+    r"\b(?:section|chapter|clause|§)\s*(\d{1,2}(?:\.\d{1,2})*)(?![\d.]*\d)|§\s*(\d{1,2}(?:\.\d{1,2})*)|第\s*(\d{1,2}(?:\.\d{1,2})*)\s*[章节条]",
+    re.IGNORECASE,
+)
+
+
+def section_references(text: str) -> list[str]:
+    """The section numbers ``text`` refers to ("see section 4.2", "as in chapter 7", "按第 7 章", "见第
+    3.1 节"), each once, in order. Serves manuals and specifications, which point from an alarm or a
+    table to the chapter that says how."""
+    return list(dict.fromkeys(next(g for g in m.groups() if g) for m in _SECTION_REF.finditer(text)))
+
+
+SUBHEADING = re.compile(
+    r"^(?:\d{1,2}(?:\.\d{1,2})+\.?\s*\S|\d{1,2}\s+(?:[A-Z][a-z]|[\u4e00-\u9fff])|[一二三四五六七八九十]+、|第[一二三四五六七八九十\d]+[章节部分])"
+)
+"""A numbered sub-heading inside a page or section, as manuals and specifications number them:
+"6.2 Changing the drive belt", "2 Technical Data", "3.2 更换皮带", "二、", "第3章"."""
+STEP_ITEM = re.compile(r"^\d{1,2}\s*[.)、:]\s*(?!\d)\S")
+"""A numbered step ("1. Isolate", "2) Lock"), which a dotted section number ("4.5 Filter") is not."""
+_NOT_HEADING_END = tuple(".!?;:,。！？；：，")
+HEADING_CHARS = 60
+"""A sub-heading is a short line: longer numbered lines are sentences or table rows."""
+
+
+def is_subheading(line: str) -> bool:
+    """Whether ``line`` is a numbered sub-heading (``SUBHEADING``), not a step, a sentence or a row.
+
+    Serves manuals, specifications and work instructions whose pages run several numbered
+    sections on: a chunk should start at a section's heading, not end with it.
+    """
+    s = line.strip()
+    return (
+        0 < len(s) <= HEADING_CHARS
+        and bool(SUBHEADING.match(s))
+        and not STEP_ITEM.match(s)
+        and " | " not in s
+        and not s.endswith(_NOT_HEADING_END)
+    )

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from lineside.text import wraps_on
+from lineside.text import STEP_ITEM, is_subheading, wraps_on
 from schemas.messages import Chunk
 
 CHUNK_TOKENS = 120
@@ -76,34 +76,6 @@ def _cut_at(text: str, limit: int) -> int:
     return len(text)
 
 
-SUBHEADING = re.compile(
-    r"^(?:\d{1,2}(?:\.\d{1,2})+\.?\s*\S|\d{1,2}\s+(?:[A-Z][a-z]|[\u4e00-\u9fff])|[一二三四五六七八九十]+、|第[一二三四五六七八九十\d]+[章节部分])"
-)
-"""A numbered sub-heading inside a page or section, as manuals and specifications number them:
-"6.2 Changing the drive belt", "2 Technical Data", "3.2 更换皮带", "二、", "第3章"."""
-_STEP_ITEM = re.compile(r"^\d{1,2}\s*[.)、:]\s*(?!\d)\S")
-"""A numbered step ("1. Isolate", "2) Lock"), which a dotted section number ("4.5 Filter") is not."""
-_NOT_HEADING_END = tuple(".!?;:,。！？；：，")
-HEADING_CHARS = 60
-"""A sub-heading is a short line: longer numbered lines are sentences or table rows."""
-
-
-def is_subheading(line: str) -> bool:
-    """Whether ``line`` is a numbered sub-heading (``SUBHEADING``), not a step, a sentence or a row.
-
-    Serves manuals, specifications and work instructions whose pages run several numbered
-    sections on: a chunk should start at a section's heading, not end with it.
-    """
-    s = line.strip()
-    return (
-        0 < len(s) <= HEADING_CHARS
-        and bool(SUBHEADING.match(s))
-        and not _STEP_ITEM.match(s)
-        and " | " not in s
-        and not s.endswith(_NOT_HEADING_END)
-    )
-
-
 def _cut(cur: list[str], following: str) -> int:
     """Where to end a chunk that is full (how many of its lines ``cur`` it keeps; ``following`` is
     the line that did not fit): at its end, unless that splits a sentence wrapped over two lines;
@@ -142,12 +114,12 @@ def _next_step(cur: list[str], line: str) -> bool:
     (and lines that carry a step's sentence on) from the first step after ``cur``'s last sub-heading.
 
     Serves manuals and work instructions whose procedures run longer than a chunk."""
-    if not _STEP_ITEM.match(line.strip()):
+    if not STEP_ITEM.match(line.strip()):
         return False
     lines = [x.strip() for x in cur if x.strip()]
     heads = [i for i, x in enumerate(lines) if is_subheading(x)]
     start = heads[-1] + 1 if heads else 0
-    first = next((i for i in range(start, len(lines)) if _STEP_ITEM.match(lines[i])), None)
+    first = next((i for i in range(start, len(lines)) if STEP_ITEM.match(lines[i])), None)
     if first is None:
         return False
     # Only a list whose heading (or first step) is in the chunk's first half: one that starts later
@@ -156,7 +128,7 @@ def _next_step(cur: list[str], line: str) -> bool:
     if 2 * sum(tokens(x) for x in lines[:begins]) >= sum(tokens(x) for x in lines):
         return False
     steps = lines[first:]
-    return all(_STEP_ITEM.match(x) or wraps_on(steps[i - 1], x) for i, x in enumerate(steps) if i)
+    return all(STEP_ITEM.match(x) or wraps_on(steps[i - 1], x) for i, x in enumerate(steps) if i)
 
 
 def chunk_section(sec: Section) -> list[Chunk]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -15,7 +16,7 @@ import faiss
 import numpy as np
 
 from lineside.errors import ModelError
-from lineside.text import LEXICAL_VERSION, index_tokens, lexical_text, site_mentions
+from lineside.text import LEXICAL_VERSION, index_tokens, is_subheading, lexical_text, site_mentions
 from schemas.messages import Chunk, Passage
 from services.retriever import versions
 from services.retriever.handlers import aliases_from_pairs, asset_pairs
@@ -486,6 +487,13 @@ class Index:
         except sqlite3.OperationalError:
             return []
         return [r[0] for r in rows]
+
+    def section_chunks(self, doc: str, number: str) -> list[int]:
+        """Chunks of ``doc`` that begin with the numbered heading ``number`` ("7 设备日常维护", "4.2 O2
+        analyser"), in document order."""
+        rows = self._db.execute("SELECT id, text FROM chunks WHERE doc = ? ORDER BY id", (doc,)).fetchall()
+        heading = re.compile(rf"{re.escape(number)}(?:\.?\s+|\.?(?=[^\d.\s]))\S")
+        return [cid for cid, text in rows if heading.match(text.lstrip()) and is_subheading(text.lstrip().split("\n", 1)[0])]
 
     def contains(self, phrase: str) -> bool:
         """True when any chunk contains ``phrase`` (case-insensitive substring, 3+ characters)."""

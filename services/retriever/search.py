@@ -9,7 +9,7 @@ from typing import NamedTuple
 import msgspec
 import numpy as np
 
-from lineside.text import clauses, identifiers, lexical_terms, row_keys, singular, site_mentions, terms
+from lineside.text import clauses, identifiers, lexical_terms, row_keys, section_references, singular, site_mentions, terms
 from schemas.messages import Passage
 from services.retriever.adapters import Index
 from services.retriever.handlers import (
@@ -194,6 +194,58 @@ ASK_CHOICES = 2
 
 
 def search(
+    index: Index,
+    embed: Callable[[str], np.ndarray],
+    question: str,
+    k: int,
+    pool: int,
+    *,
+    filters: Filters | None = None,
+    today: dt.date | None = None,
+) -> SearchResult:
+    """``searched``, then the section of its document that one of the first passages refers to
+    (``referred_sections``)."""
+    vectors: dict[str, np.ndarray] = {}
+
+    def once(text: str) -> np.ndarray:
+        if text not in vectors:
+            vectors[text] = embed(text)
+        return vectors[text]
+
+    found = searched(index, once, question, k, pool, filters=filters, today=today)
+    return referred_sections(index, found, question, once(question) if found.passages else None, k, filters)
+
+
+REFER_FROM = 3
+"""Passages whose references to a section of their document are followed: the best three."""
+
+
+def referred_sections(
+    index: Index, found: SearchResult, question: str, vector: np.ndarray | None, k: int, filters: Filters | None
+) -> SearchResult:
+    """``found`` with the section one of its first passages refers to ("… clean the valve as in
+    chapter 7", "按第 7 章清洗喷阀", "see section 4.2") right after that passage, when it is not among
+    the passages already: the section that says how is where the passage sends the technician.
+    Serves specifications and manuals, whose alarm and inspection sections point to the chapter
+    with the procedure. One reference at most; the last passage makes room."""
+    if vector is None or k < 2:
+        return found
+    have = {p.chunk_id for p in found.passages}
+    scope = filters or Filters()
+    for i, p in enumerate(found.passages[:REFER_FROM]):
+        for number in section_references(p.text):
+            with index.consistent():
+                ids = [c for c in index.section_chunks(p.doc, number) if c not in have][:1]
+                target = index.passages(ids, vector) if ids else []
+            if target and scope.allows(target[0]):
+                # It carries the question as its ask: its line that answers the question is quoted.
+                section = msgspec.structs.replace(target[0], ask=p.ask or question)
+                passages = [*found.passages[: i + 1], section, *found.passages[i + 1 :]][:k]
+                return found._replace(passages=passages)
+    return found
+
+
+def searched(
     index: Index,
     embed: Callable[[str], np.ndarray],
     question: str,

@@ -473,3 +473,42 @@ def test_an_ask_about_something_else_is_not_drawn_to_the_row_a_followed_name_key
     claimed = {p.ask.split(" (")[0]: p.text for p in found.passages if p.ask}
     assert "195 °C" in claimed[ask]
     index.close()
+
+
+def test_the_chapter_a_passage_refers_to_comes_right_after_it(tmp_path):
+    # The alarm section says to clean the nozzle "as in chapter 7"; chapter 7 holds how. A question
+    # about the cleaning finds the alarm section (it names the coater and the nozzle); the chapter
+    # it points to must be among the passages too, right after it.
+    index = Index(tmp_path / "index")
+    spec = [
+        "4.4 Alarms\nOn F-312 (nozzle clogged) clean the nozzle as in chapter 7.",
+        "5 Inspection\nCheck the film thickness at 5 points per board.",
+        "6 Rework\nRemove coating with a swab and solvent CL-20.",
+        "7 Daily care\nEnd of every shift: flush the spray head with CL-20 for 5 min, then cap it.",
+    ]
+    index.replace(
+        "spec.pdf",
+        "s",
+        "v",
+        [Chunk(locator=f"page {i}", title="spec.pdf", text=t) for i, t in enumerate(spec)],
+        _vecs(4, 70),
+    )
+    index.replace(
+        "faults.xlsx",
+        "f",
+        "v",
+        _chunks(*(f"Code: F-3{i:02d}; Machine: VX-90; Description: nozzle fault {i}" for i in range(10))),
+        _vecs(10, 71),
+    )
+    index.replace(
+        "nozzles.md", "n", "v", _chunks(*(f"Nozzle N-{i}: clean the nozzle tip when it is clogged" for i in range(5))), _vecs(5, 72)
+    )
+    stored = {t: np.frombuffer(v, dtype=np.float32) for t, v in index._db.execute("SELECT text, embedding FROM chunks")}
+    alarm = next(t for t in stored if t.startswith("4.4"))
+    found = search(index, lambda text: stored[alarm], "How is the nozzle cleaned after F-312?", 3, 10)
+    texts = [p.text for p in found.passages]
+    assert texts[0].startswith("4.4 Alarms")
+    assert texts[1].startswith("7 Daily care")
+    assert found.passages[1].ask == "How is the nozzle cleaned after F-312?"  # its answering line is quoted
+    assert len(texts) == 3
+    index.close()

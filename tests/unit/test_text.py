@@ -75,3 +75,12 @@ def test_an_ask_that_starts_with_a_preposition_is_an_ask_of_its_own():
     assert clauses("Stand in front of the filler and at the HMI press reset.") == [
         "Stand in front of the filler and at the HMI press reset"
     ]
+
+
+def test_references_to_a_section_of_the_same_document():
+    from lineside.text import section_references
+
+    assert section_references("On F-312 clean the nozzle as in chapter 7.") == ["7"]
+    assert section_references("报 F-312 时按第 7 章清洗喷嘴；见第 3.1 节表格。") == ["7", "3.1"]
+    assert section_references("See Section 4.2 and section 4.2 again, § 9") == ["4.2", "9"]
+    assert section_references("Replace the 2 seals and check 7 bolts.") == []
