@@ -312,7 +312,7 @@ def clauses(question: str) -> list[str]:
 
 _OPEN_END = re.compile(r"[A-Za-z0-9,\u4e00-\u9fff%°)\]-]$")
 """A line that stops where its sentence has not ended: a word, a number, a comma, a unit, a
-closing bracket ("… transmitter PT-101 (range 0 to 10 bar)" / "and controlled by …")."""
+closing bracket ("… transmitter PX-7 (range 0 to 16 bar)" / "and controlled by …")."""
 _CONTINUES = re.compile(r"^[a-z0-9(\u4e00-\u9fff]")
 """A line that carries on a sentence: it starts in lower case, with a number or in Chinese."""
 
@@ -352,7 +352,7 @@ _SECTION_REF = re.compile(
 
 
 def section_references(text: str) -> list[str]:
-    """The section numbers ``text`` refers to ("see section 4.2", "as in chapter 7", "按第 7 章", "见第
+    """The section numbers ``text`` refers to ("see section 4.2", "as in chapter 7", "按第 5 章", "见第
     3.1 节"), each once, in order. Serves manuals and specifications, which point from an alarm or a
     table to the chapter that says how."""
     return list(dict.fromkeys(next(g for g in m.groups() if g) for m in _SECTION_REF.finditer(text)))

@@ -170,8 +170,8 @@ def chunk_section(sec: Section) -> list[Chunk]:
 
 
 def _chunk(sec: Section, lines: list[str]) -> Chunk:
-    """A chunk of ``sec``; one that starts with a numbered sub-heading has it in its title ("7 Ring
-    Bowl > 7.2 Pressure control"): the title is what the chunk is about where search and the
+    """A chunk of ``sec``; one that starts with a numbered sub-heading has it in its title ("6 Glue
+    tank > 6.3 Temperature control"): the title is what the chunk is about where search and the
     citation read it, and the section's own heading would name its first sub-section's topic."""
     text = "\n".join(lines).strip()
     first = text.split("\n", 1)[0].strip()

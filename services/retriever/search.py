@@ -223,8 +223,8 @@ REFER_FROM = 3
 def referred_sections(
     index: Index, found: SearchResult, question: str, vector: np.ndarray | None, k: int, filters: Filters | None
 ) -> SearchResult:
-    """``found`` with the section one of its first passages refers to ("… clean the valve as in
-    chapter 7", "按第 7 章清洗喷阀", "see section 4.2") right after that passage, when it is not among
+    """``found`` with the section one of its first passages refers to ("… replace the filter as in
+    chapter 5", "按第 5 章更换滤芯", "see section 4.2") right after that passage, when it is not among
     the passages already: the section that says how is where the passage sends the technician.
     Serves specifications and manuals, whose alarm and inspection sections point to the chapter
     with the procedure. One reference at most; the last passage makes room."""
