@@ -14,8 +14,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from lineside.errors import DocumentError
-from lineside.text import STEP, is_cjk
-from services.ingest.chunking import Section, is_subheading
+from lineside.text import STEP, is_cjk, is_subheading
+from services.ingest.chunking import Section
 
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _RULE = re.compile(r"^\s*([-=_*~])\1{5,}\s*$")
