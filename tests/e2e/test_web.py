@@ -435,11 +435,21 @@ def test_an_operator_adds_a_device_that_asks_and_removes_it_from_the_page(box, b
     try:
         assert hmi_events["connect"] == ["Success"]
         _login(driver, OPERATOR, passwords[OPERATOR])
-        row = _wait(driver, lambda d: next((li for li in _by(d, "device", many=True) if new in li.text), None), 15)
-        remove = row.find_element("css selector", "[data-testid=device-remove]")
-        remove.click()
-        _wait(driver, lambda d: "Tap again" in remove.text, 5)
-        remove.click()
+
+        def tap_remove(d) -> bool:
+            # The button as the list shows it now (the list may be drawn again right after login):
+            # the first tap asks for confirmation ("Tap again"), the second removes.
+            button = next(
+                (li.find_element("css selector", "[data-testid=device-remove]") for li in _by(d, "device", many=True) if new in li.text),
+                None,
+            )
+            if button is None:
+                return False
+            confirming = "Tap again" in button.text
+            button.click()
+            return confirming
+
+        _wait(driver, tap_remove, 15)
         _wait(driver, lambda d: "it can no longer connect" in _by(d, "device-status").text, 15)
         assert not any(new in li.text for li in _by(driver, "device", many=True))
         _until(lambda: hmi_events["disconnect"], 10)
