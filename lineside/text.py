@@ -321,7 +321,7 @@ def wraps_on(line: str, following: str) -> bool:
     """Whether ``following`` carries on the sentence ``line`` leaves open (a line wrapped mid-sentence).
 
     Serves text extracted from PDF pages, whose lines wrap at the page width: "Do not open the
-    guard until the drum reads below 40 °C. On" / "the standard cycle this takes about 25 minutes" is
+    guard until the drum reads below 35 °C. On" / "the standard cycle this takes about 70 minutes" is
     one statement, with its value on the second line. Table rows ("Column: value; …"), steps and
     headings are lines of their own and never carry on another line.
     """

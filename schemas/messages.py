@@ -185,7 +185,8 @@ class Passage(msgspec.Struct, frozen=True, kw_only=True):
     line: str | None = None
     ask: str = ""
     """For a question that asks several things: the ask this passage was found for ("" when it was
-    found for the whole question). The LLM service picks the lines it shows and quotes by it."""
+    found for the whole question); for the section another passage refers to ("as in chapter 5"),
+    the question (or that passage's ask). The LLM service picks the lines it shows and quotes by it."""
 
 
 class RetrieveRequest(_Msg, tag="retrieve.request.v1", frozen=True, kw_only=True):

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from lineside.text import clauses, identifiers, row_keys, step_lines, terms, wraps_on
+from lineside.text import clauses, identifiers, mentioned_lines, row_keys, step_lines, terms, wraps_on
 from schemas.messages import Passage
 
 SYSTEM_EN = (
@@ -69,8 +69,8 @@ def with_continuations(lines: Sequence[str], chosen: Sequence[int]) -> list[int]
     on a sentence the chosen one leaves open.
 
     Serves text extracted from PDF pages, whose lines wrap at the page width mid-sentence: "Do
-    not open the guard until the drum reads below 40 °C. On" / "the standard cycle this takes
-    about 25 minutes" is one statement, and its value is on the second line. Table rows, steps and
+    not open the guard until the drum reads below 35 °C. On" / "the standard cycle this takes
+    about 70 minutes" is one statement, and its value is on the second line. Table rows, steps and
     headings are lines of their own and never continue one another.
     """
     keep = set(chosen)
@@ -236,8 +236,7 @@ def names_another(question: str, line: str) -> bool:
     asked = {c.casefold() for c in identifiers(question)}
     if asked & row_keys(line):
         return False  # the asked code's own row, whatever else its columns mention ("Change: WL-2 added")
-    asked_lines = {t for t in terms(question) if t.startswith("line#")}
-    named_lines = {t for t in terms(line) if t.startswith("line#")}
+    asked_lines, named_lines = set(mentioned_lines(question)), set(mentioned_lines(line))
     if asked_lines and named_lines and not named_lines & asked_lines:
         return True  # another production line's row ("Line: WL-2; setpoint …" for a WL-3 question)
     if not asked:
@@ -293,7 +292,7 @@ def second_evidence(question: str, quoted: str, others: Sequence[Passage]) -> tu
 def exact_names(text: str) -> set[str]:
     """The codes, part numbers, models and production lines ``text`` names, casefolded (a line as
     ``line#N``, however it is written)."""
-    return {c.casefold() for c in identifiers(text)} | {t for t in terms(text) if t.startswith("line#")}
+    return {c.casefold() for c in identifiers(text)} | {f"line#{n}" for n in mentioned_lines(text)}
 
 
 def _line_weights(question: str, lines: Sequence[str]) -> tuple[list[set[str]], dict[str, float]]:

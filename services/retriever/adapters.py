@@ -489,11 +489,13 @@ class Index:
         return [r[0] for r in rows]
 
     def section_chunks(self, doc: str, number: str) -> list[int]:
-        """Chunks of ``doc`` that begin with the numbered heading ``number`` ("7 设备日常维护", "4.2 O2
-        analyser"), in document order."""
-        rows = self._db.execute("SELECT id, text FROM chunks WHERE doc = ? ORDER BY id", (doc,)).fetchall()
+        """Chunks of ``doc`` that begin with the numbered heading ``number`` ("5 更换滤芯", "4.2 Level
+        probe"), in document order."""
+        # Only chunks that start with the number are read (a long manual has a thousand chunks);
+        # ``number`` is digits and dots, nothing LIKE would read as a wildcard. Chunk text is stored stripped.
+        rows = self._db.execute("SELECT id, text FROM chunks WHERE doc = ? AND text LIKE ? ORDER BY id", (doc, f"{number}%")).fetchall()
         heading = re.compile(rf"{re.escape(number)}(?:\.?\s+|\.?(?=[^\d.\s]))\S")
-        return [cid for cid, text in rows if heading.match(text.lstrip()) and is_subheading(text.lstrip().split("\n", 1)[0])]
+        return [cid for cid, text in rows if heading.match(text) and is_subheading(text.split("\n", 1)[0])]
 
     def contains(self, phrase: str) -> bool:
         """True when any chunk contains ``phrase`` (case-insensitive substring, 3+ characters)."""

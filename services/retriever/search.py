@@ -127,7 +127,7 @@ def hybrid_search(
     # Followed names count as exact terms in a row one of them keys (its fault-table row, its
     # storeroom row), where the row also has a word of the ask ("spare" for "where are its spares
     # kept"); a passage that mentions them in passing is ranked by the ask's own words and meaning.
-    asked_words = {singular(t) for t in terms(question)}
+    asked_words = {singular(t) for t in terms(question)} if present else set()
     for p in candidates if present else ():  # only an ask that follows names: every search runs this
         keys = row_keys(p.text)
         blob = f"{p.title}\n{p.text}"
@@ -203,17 +203,12 @@ def search(
     filters: Filters | None = None,
     today: dt.date | None = None,
 ) -> SearchResult:
-    """``searched``, then the section of its document that one of the first passages refers to
+    """``hybrid_search`` for the whole question, then one for each ask of a multi-part question
+    (``with_asks``), then the section of its document that one of the first passages refers to
     (``referred_sections``)."""
-    vectors: dict[str, np.ndarray] = {}
-
-    def once(text: str) -> np.ndarray:
-        if text not in vectors:
-            vectors[text] = embed(text)
-        return vectors[text]
-
-    found = searched(index, once, question, k, pool, filters=filters, today=today)
-    return referred_sections(index, found, question, once(question) if found.passages else None, k, filters)
+    vector = embed(question)
+    found = with_asks(index, embed, vector, question, k, pool, filters, today)
+    return referred_sections(index, found, question, vector, k, filters)
 
 
 REFER_FROM = 3
@@ -221,14 +216,14 @@ REFER_FROM = 3
 
 
 def referred_sections(
-    index: Index, found: SearchResult, question: str, vector: np.ndarray | None, k: int, filters: Filters | None
+    index: Index, found: SearchResult, question: str, vector: np.ndarray, k: int, filters: Filters | None
 ) -> SearchResult:
     """``found`` with the section one of its first passages refers to ("… replace the filter as in
     chapter 5", "按第 5 章更换滤芯", "see section 4.2") right after that passage, when it is not among
     the passages already: the section that says how is where the passage sends the technician.
     Serves specifications and manuals, whose alarm and inspection sections point to the chapter
     with the procedure. One reference at most; the last passage makes room."""
-    if vector is None or k < 2:
+    if k < 2:
         return found
     have = {p.chunk_id for p in found.passages}
     scope = filters or Filters()
@@ -245,15 +240,15 @@ def referred_sections(
     return found
 
 
-def searched(
+def with_asks(
     index: Index,
     embed: Callable[[str], np.ndarray],
+    vector: np.ndarray,
     question: str,
     k: int,
     pool: int,
-    *,
-    filters: Filters | None = None,
-    today: dt.date | None = None,
+    filters: Filters | None,
+    today: dt.date | None,
 ) -> SearchResult:
     """``hybrid_search`` for the whole question, then, for a question that asks several things
     ("What does the code mean, and where is the spare part kept?"), the best passage of each ask
@@ -264,9 +259,8 @@ def searched(
     logged mean, and what does the fault table say to do?" finds the log row, then the fault
     table's row of the code in it, as a technician would look it up. A passage an ask claimed
     carries that ask (``Passage.ask``). Passages are scored against the whole question; unknown
-    terms, exact match and absent words are the whole question's.
+    terms, exact match and absent words are the whole question's. ``vector`` is the question's.
     """
-    vector = embed(question)
     main = hybrid_search(index, vector, question, k, pool, filters=filters, today=today)
     asks = clauses(question)[:MAX_ASKS]
     with index.consistent():

@@ -401,7 +401,7 @@ def test_each_line_of_a_two_line_question_gets_the_passage_of_its_own_document(i
             text="Product: VX-90; Pressure: 4.2 bar. WL-2 runs higher than WL-1.",
         )
     ]
-    wl1 = [Chunk(locator="section 5", title="WL-1 changeover SOP > 5 Settings", text="Product: VX-90; Pressure: 3.8 bar")]
+    wl1 = [Chunk(locator="section 5", title="WL-1 changeover SOP > 5 Settings", text="Product: VX-90; Pressure: 4.6 bar")]
     lines = [
         Chunk(locator=f"row {i}", title="log.xlsx", text=f"Date: 2026-05-0{i}; Line: WL-{i}; Machine: VX-90", line=f"WL-{i}")
         for i in (1, 2)
@@ -412,31 +412,36 @@ def test_each_line_of_a_two_line_question_gets_the_passage_of_its_own_document(i
     found = search(index, lambda text: _vecs(1, 70)[0], "VX-90 pressure on WL-1 and WL-2?", 3, 10)
     texts = " ".join(p.text for p in found.passages[:2])
     assert "4.2 bar" in texts
-    assert "3.8 bar" in texts
+    assert "4.6 bar" in texts
+
+
+def _heater_swap_plant(tmp_path, manual_row: str, seed: int) -> Index:
+    """A log row naming a swapped part, a manual whose first page is ``manual_row``, and a
+    storeroom list with the part's own row, each with filler rows."""
+    index = Index(tmp_path / "index")
+    log = [
+        "date: 2026-06-19; line: Line 3; machine: VX-90 Filler; fault_code: F-311; action: swapped heater HX-2201-C",
+        *(f"date: 2026-07-{d:02d}; line: Line 2; machine: TR-55 Labeler; fault_code: E-1{d:02d}; action: reset" for d in range(1, 6)),
+    ]
+    manual = [manual_row, *(f"Section {i}: cleaning the TR-55 label magazine, step {i}." for i in range(1, 5))]
+    store = [
+        "Part No.: HX-2201-C; Description: Heater cartridge; Bin: C4-07-2; Min: 2",
+        *(f"Part No.: TR-{i}00-K; Description: Label roller {i}; Bin: B1-0{i}-1; Min: 1" for i in range(1, 6)),
+    ]
+    index.replace("log.csv", "l", "v", _chunks(*log), _vecs(len(log), seed))
+    index.replace(
+        "manual.pdf", "m", "v", [Chunk(locator=f"page {i}", title="manual.pdf", text=t) for i, t in enumerate(manual)], _vecs(5, seed + 1)
+    )
+    index.replace("store.md", "s", "v", [Chunk(locator="section C", title="Spares storeroom", text=t) for t in store], _vecs(6, seed + 2))
+    return index
 
 
 def test_an_ask_that_follows_a_part_number_finds_the_row_it_keys_not_a_page_that_mentions_it(tmp_path):
     # "… which part was swapped, and where are the spares of it kept?" The log row names the part;
     # a manual page mentions it in passing beside the code and machine, and the storeroom list has
     # the part's own row. The storeroom row must be the ask's passage.
-    index = Index(tmp_path / "index")
-    log = [
-        "date: 2026-06-19; line: Line 3; machine: VX-90 Filler; fault_code: F-311; action: swapped heater HX-2201-C",
-        *(f"date: 2026-07-{d:02d}; line: Line 2; machine: TR-55 Labeler; fault_code: E-1{d:02d}; action: reset" for d in range(1, 6)),
-    ]
-    manual = [
-        "F-311 on the VX-90: the heater HX-2201-C has failed; the VX-90 shows F-311 until it is swapped.",
-        *(f"Section {i}: cleaning the TR-55 label magazine, step {i}." for i in range(1, 5)),
-    ]
-    store = [
-        "Part No.: HX-2201-C; Description: Heater cartridge; Bin: C4-07-2; Min: 2",
-        *(f"Part No.: TR-{i}00-K; Description: Label roller {i}; Bin: B1-0{i}-1; Min: 1" for i in range(1, 6)),
-    ]
-    index.replace("log.csv", "l", "v", _chunks(*log), _vecs(len(log), 50))
-    index.replace(
-        "manual.pdf", "m", "v", [Chunk(locator=f"page {i}", title="manual.pdf", text=t) for i, t in enumerate(manual)], _vecs(5, 51)
-    )
-    index.replace("store.md", "s", "v", [Chunk(locator="section C", title="Spares storeroom", text=t) for t in store], _vecs(6, 52))
+    mention = "F-311 on the VX-90: the heater HX-2201-C has failed; the VX-90 shows F-311 until it is swapped."
+    index = _heater_swap_plant(tmp_path, mention, 50)
     question = "Line 3 had a heater fault on 2026-06-19 - which part got swapped, and where do we keep spares of it?"
     found = search(index, lambda text: _vecs(1, 53 + len(text))[0], question, 3, 10)
     assert "2026-06-19" in found.passages[0].text
@@ -447,29 +452,13 @@ def test_an_ask_that_follows_a_part_number_finds_the_row_it_keys_not_a_page_that
 def test_an_ask_about_something_else_is_not_drawn_to_the_row_a_followed_name_keys(tmp_path):
     # The second ask names no code, so it follows the log row's part number; but it asks about the
     # cut-out, not the part: the part's storeroom row shares no word with it and must not win.
-    index = Index(tmp_path / "index")
-    log = [
-        "date: 2026-06-19; line: Line 3; machine: VX-90 Filler; fault_code: F-311; action: swapped heater HX-2201-C",
-        *(f"date: 2026-07-{d:02d}; line: Line 2; machine: TR-55 Labeler; fault_code: E-1{d:02d}; action: reset" for d in range(1, 6)),
-    ]
-    manual = [
-        "Setting: Over-temperature cut-out; Value: trips at 210 °C, manual reset",
-        *(f"Section {i}: cleaning the TR-55 label magazine, step {i}." for i in range(1, 5)),
-    ]
-    store = [
-        "Part No.: HX-2201-C; Description: Heater cartridge; Bin: C4-07-2; Min: 2",
-        *(f"Part No.: TR-{i}00-K; Description: Label roller {i}; Bin: B1-0{i}-1; Min: 1" for i in range(1, 6)),
-    ]
-    index.replace("log.csv", "l", "v", _chunks(*log), _vecs(len(log), 60))
-    index.replace(
-        "manual.pdf", "m", "v", [Chunk(locator=f"page {i}", title="manual.pdf", text=t) for i, t in enumerate(manual)], _vecs(5, 61)
-    )
-    index.replace("store.md", "s", "v", [Chunk(locator="section C", title="Spares storeroom", text=t) for t in store], _vecs(6, 62))
+    cutout = "Setting: Over-temperature cut-out; Value: trips at 210 °C, manual reset"
+    index = _heater_swap_plant(tmp_path, cutout, 60)
     question = "Line 3 stopped on 2026-06-19 - which part got swapped, and at what temperature does the over-temperature cut-out trip?"
     stored = {t: np.frombuffer(v, dtype=np.float32) for t, v in index._db.execute("SELECT text, embedding FROM chunks")}
     ask = "at what temperature does the over-temperature cut-out trip"
     # The ask means the manual's cut-out row (its vector is the row's); the rest is noise.
-    found = search(index, lambda text: stored[manual[0]] if text == ask else _vecs(1, 63 + len(text))[0], question, 3, 10)
+    found = search(index, lambda text: stored[cutout] if text == ask else _vecs(1, 63 + len(text))[0], question, 3, 10)
     claimed = {p.ask.split(" (")[0]: p.text for p in found.passages if p.ask}
     assert "210 °C" in claimed[ask]
     index.close()
@@ -484,7 +473,7 @@ def test_the_chapter_a_passage_refers_to_comes_right_after_it(tmp_path):
         "4.4 Alarms\nOn F-312 (nozzle clogged) clean the nozzle as in chapter 7.",
         "5 Inspection\nCheck the film thickness at 5 points per board.",
         "6 Rework\nRemove coating with a swab and solvent CL-20.",
-        "7 Daily care\nEnd of every shift: flush the spray head with CL-20 for 5 min, then cap it.",
+        "7 Daily care\nEnd of every shift: flush the spray head with CL-20 for 12 min, then cap it.",
     ]
     index.replace(
         "spec.pdf",

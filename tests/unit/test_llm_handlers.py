@@ -372,12 +372,12 @@ def test_the_asked_code_s_own_row_is_quoted_whatever_its_other_columns_name():
             [
                 "Code | Meaning on the placement head | Revision | Date | Change",
                 "Code: F-303; Meaning: Feeder empty; Rev: 0; Change: first issue",
-                "Code: F-307; Meaning: Feeder not seated; Rev: 1; Change: Line 2 added",
+                "Code: F-307; Meaning: Feeder not latched; Rev: 1; Change: Line 2 added",
                 "Code: F-312; Meaning: Pick error rate high; Rev: 2; Change: Line 1 only",
             ]
         ),
         0,
     )
     quoted = " ".join(t for _, t in h.evidence("TR-55 on Line 1 keeps flashing F-307 - what is it complaining about?", [legend]))
-    assert "Feeder not seated" in quoted
+    assert "Feeder not latched" in quoted
     assert "F-312" not in quoted
