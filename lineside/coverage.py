@@ -114,12 +114,65 @@ class Findings(Protocol):
     def absent_words(self) -> Sequence[str]: ...
 
 
+@dataclass(frozen=True)
+class Quantity:
+    """A kind of quantity a question can ask for: how a question asks for it, and how a passage
+    names it or states a value of it (its units and currency signs, in either language)."""
+
+    name: str
+    asked: re.Pattern[str]
+    stated: re.Pattern[str]
+
+
+QUANTITIES = (
+    Quantity(
+        "a price",
+        re.compile(r"\b(?:prices?|priced|costs?|costed|costing)\b|价格|价钱|多少钱|费用|成本|单价|报价|预算", re.IGNORECASE),
+        re.compile(
+            r"\b(?:prices?|costs?|EUR|USD|CNY|RMB|GBP|yuan|dollars?|euros?)\b|[$€£¥￥]|元|价格|价钱|单价|费用|成本|报价",
+            re.IGNORECASE,
+        ),
+    ),
+    Quantity(
+        "a weight",
+        re.compile(r"\bweigh(?:s|t|ts|ing)?\b|\bmass\b|重量|多重|净重|自重", re.IGNORECASE),
+        re.compile(r"\d\s*(?:kg|t|g|lbs?)\b|\bweigh|\bmass\b|重量|净重|自重|公斤|千克|吨", re.IGNORECASE),
+    ),
+    Quantity(
+        "a power rating",
+        re.compile(r"\b(?:rated power|power (?:rating|draw|consumption)|wattage)\b|功率|耗电量|电耗", re.IGNORECASE),
+        re.compile(r"\d\s*(?:k|M)?W\b|\bpower\b|\bwattage\b|功率|千瓦|耗电", re.IGNORECASE),
+    ),
+)
+"""Kinds of quantity a technician asks for that a plant's documents may not state at all: a
+machine's purchase price or cost is in no manual, fault table or log, though the machine is."""
+
+
+def unstated_quantity(question: str, passages: Sequence[Passage]) -> str | None:
+    """The kind of quantity ``question`` asks for ("a price") when none of ``passages`` names it or
+    states a value of it, else None.
+
+    Serves questions about something the plant has that ask for a quantity its documents do not
+    record: "what does a VX-90 press cost?", "VX-90 压机的单价？" name the machine exactly, so
+    every name is found, but no manual page, fault row or log line gives a price, and the nearest
+    passages only hold values of other kinds (a power, a temperature) that a model would pass off
+    as the answer. A plant whose spare-parts list has a price column states prices, and the
+    question goes on. The units and currency signs are those of either language, so a Chinese
+    question is judged against English passages and the reverse.
+    """
+    for q in QUANTITIES:
+        if q.asked.search(question) and not any(q.stated.search(f"{p.title}\n{p.text}") for p in passages):
+            return q.name
+    return None
+
+
 def decide(question: str, found: Findings, settings: CoverageSettings) -> Verdict:
     """Whether the documents cover ``question``, from what the retriever found.
 
     In order: nothing found; a line, machine or code the question names that no document
     contains (each kind its own reason); another site than the documents are about (the sister
-    plant, ``not_covered``); the best passage contains every code and date the
+    plant, ``not_covered``); a kind of quantity (a price) that none of the passages states
+    (``not_covered``); the best passage contains every code and date the
     question names (covered); most of the question's content words are in no document; the
     best similarity of the question to a passage is below the threshold.
     """
@@ -133,6 +186,9 @@ def decide(question: str, found: Findings, settings: CoverageSettings) -> Verdic
     if found.other_sites:
         home = ", ".join(found.home_sites) or "this plant"
         return Verdict(NOT_COVERED, f"about site {', '.join(found.other_sites)}: the documents are site {home}'s")
+    unstated = unstated_quantity(question, passages)
+    if unstated:
+        return Verdict(NOT_COVERED, f"asks for {unstated}, which none of the passages found states")
     if found.exact_match:
         return Verdict()
     words, absent = found.content_words, found.absent_words

@@ -54,3 +54,25 @@ def test_a_question_about_another_site_falls_back_naming_both():
     assert v.reason == "not_covered"
     assert "site 4" in v.detail
     assert "site 6" in v.detail
+
+
+def _text(text: str, score: float = 0.7) -> Passage:
+    return Passage(chunk_id=1, doc="m.pdf", doc_id="d", locator="page 2", title="VX-90 press > 2 Data", text=text, score=score)
+
+
+def test_a_price_no_passage_states_falls_back_though_the_machine_is_named():
+    page = _text("VX-90 press. Rated power: 18 kW. Cycle: 12 strokes/min. Ambient 5 to 35 °C.")
+    for question in ("What does a VX-90 press cost?", "VX-90 压机的单价是多少？"):
+        v = _decide(question, [page], exact_match=True)
+        assert v.reason == "not_covered", question
+        assert "price" in v.detail
+    # The same machine's power is stated (in another language's units too): answered.
+    assert _decide("VX-90 压机的功率是多少？", [page], exact_match=True).covered
+
+
+def test_a_price_a_passage_states_is_answered_in_either_language():
+    row = _text("Part: VX-90-SEAL; Machine: VX-90; Bin: B-07; Unit price: 42 EUR")
+    assert _decide("What does a VX-90-SEAL seal cost?", [_text("VX-90 press."), row], exact_match=True).covered
+    assert _decide("VX-90-SEAL 密封圈多少钱？", [row], exact_match=True).covered
+    assert _decide("VX-90 压机多重？", [_text("VX-90 压机 重量：2.4 t")], exact_match=True).covered
+    assert _decide("How much does the VX-90 weigh?", [_text("VX-90 press, rated power 18 kW")], exact_match=True).reason == "not_covered"
