@@ -255,6 +255,21 @@ def compose(
     )
 
 
+def extractive(request_id: RequestId, quotes: Sequence[tuple[int, str]], passages: Sequence[Passage], latency_ms: float) -> Answer:
+    """The answer made of the source lines that state what was asked, as the box answers without a
+    language model: each line in quotation marks followed by its source's number, sources in the
+    order they are quoted, ``model`` "extractive".
+
+    For a question the documents cover whose passages the model could not read (a small model
+    answers "I don't know" beside the very line that answers, or writes a value no passage has):
+    the technician gets the document's own words and where they are, not a made-up value and not
+    a referral to support for something the documents say.
+    """
+    order = list(dict.fromkeys(i for i, _ in quotes if 0 <= i < len(passages)))
+    text = " ".join(f"\u201c{q}\u201d [{order.index(i) + 1}]" for i, q in quotes if i in order)
+    return compose(request_id, text, [passages[i] for i in order], "extractive", latency_ms)
+
+
 def reply_topic_refusal(topic: str, response_topic: str | None) -> str | None:
     """Why a question on a device's own ask topic may not be answered where it asks, or None.
 

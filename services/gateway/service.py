@@ -396,13 +396,22 @@ class Gateway:
             return None  # the asker gave up (message expiry passed): nobody is listening
         if gr.error:
             return h.failed(rid, "error", "generation_failed", gr.error, ms())
-        if h.says_unknown(gr.text):
-            structlog.contextvars.bind_contextvars(fallback="model found no answer in the passages")
-            return h.fallback(rid, self.fallback_message(lang), ms(), "model_unsure")
         valid = [i for i in gr.used if 0 <= i < len(rr.passages)] or list(range(len(rr.passages)))
         used = [rr.passages[i] for i in valid]
-        if h.ungrounded(gr.text, used):
-            structlog.contextvars.bind_contextvars(fallback="the answer states values found in no source")
+        unsure = (
+            "model found no answer in the passages"
+            if h.says_unknown(gr.text)
+            else "the answer states values found in no source"
+            if h.ungrounded(gr.text, used)
+            else ""
+        )
+        if unsure:
+            quotes = [(i, text) for i, text in gr.quotes if 0 <= i < len(rr.passages)]
+            if self.s.quote_when_unsure and quotes:
+                # The documents cover the question and a line of them states what was asked: that line, not support.
+                structlog.contextvars.bind_contextvars(extractive=unsure)
+                return h.extractive(rid, quotes, rr.passages, ms())
+            structlog.contextvars.bind_contextvars(fallback=unsure)
             return h.fallback(rid, self.fallback_message(lang), ms(), "model_unsure")
         # The quoted passages' places among those used (the LLM lists every quoted one in `used`).
         quotes = [(valid.index(i), text) for i, text in gr.quotes if i in valid]

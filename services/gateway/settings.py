@@ -20,6 +20,14 @@ class GatewaySettings(Connection, kw_only=True):
     )
     fallback_message_zh: Annotated[str, msgspec.Meta(description="Fallback answer for Chinese questions")] = "请联系技术支持。"
     top_k: Annotated[int, msgspec.Meta(description="Passages retrieved and given to the model", ge=1, le=20)] = 4
+    quote_when_unsure: Annotated[
+        bool,
+        msgspec.Meta(
+            description="When the model says the passages do not answer a question the documents cover, or states values "
+            "found in none of them, answer with the source lines that state what was asked (model 'extractive') instead "
+            "of falling back; off: such questions fall back with reason model_unsure"
+        ),
+    ] = True
     retrieve_timeout_s: Annotated[float, msgspec.Meta(description="How long to wait for the retriever", gt=0)] = 15.0
     generate_timeout_s: Annotated[float, msgspec.Meta(description="How long to wait for the LLM, queueing included", gt=0)] = 120.0
     workers: Annotated[int, msgspec.Meta(description="Questions handled concurrently (each mostly waits on the LLM)", ge=1)] = 32

@@ -192,3 +192,11 @@ def test_the_short_answer_is_the_first_sentence_without_marks_and_fits_an_hmi_fi
     assert len(cut) <= h.ANSWER_SHORT_CHARS
     assert cut.endswith("re-thread…"), "cut at a whole word"
     assert h.fallback("r", "Please contact technical support.", 1.0, "not_covered").answer_short == "Please contact technical support."
+
+
+def test_an_extractive_answer_quotes_each_line_with_its_source_in_quoted_order():
+    passages = [_p(1), _p(2, doc="alarms.xlsx"), _p(3, doc="store.md")]
+    ans = h.extractive("r1", [(1, "Code: F-311; Meaning: sensor blocked"), (2, "Part: VX-9; Bin: C-04")], passages, 2.0)
+    assert ans.answer == "\u201cCode: F-311; Meaning: sensor blocked\u201d [1] \u201cPart: VX-9; Bin: C-04\u201d [2]"
+    assert [s.doc for s in ans.sources] == ["alarms.xlsx", "store.md"]
+    assert (ans.status, ans.model, ans.evidence) == ("answered", "extractive", [])

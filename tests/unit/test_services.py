@@ -135,6 +135,31 @@ def test_the_gateway_answers_with_the_model_s_words_and_the_evidence_apart(tmp_p
     assert [s["doc"] for s in answer["sources"]] == ["alarms.xlsx"]
 
 
+@pytest.mark.parametrize("said", ["I don't know.", "It means the oven is at 990 °C."])
+def test_a_model_that_cannot_read_the_passages_gives_way_to_the_source_line(tmp_path, log, said):
+    """The model says it does not know, or writes a value no passage has, beside the row that answers."""
+    row = "code: F-311; machine: TR-55; description: sensor blocked; action: clear the sensor"
+    gw, bus = _gateway(tmp_path, log, _answering(row, said, [(0, row)]))
+    bus.put(topics.ask_device("hmi-1"), json.dumps({"question": "What does F-311 mean?", "request_id": "q1"}).encode())
+    asyncio.run(_serve(gw, bus, lambda: bus.on(topics.answer_device("hmi-1"))))
+    answer = json.loads(bus.on(topics.answer_device("hmi-1"))[0])
+    assert (answer["status"], answer["model"]) == ("answered", "extractive")
+    assert answer["answer"] == f"\u201c{row}\u201d [1]"  # the document's words, not the model's
+    assert "990" not in answer["answer"]
+    assert [(s["doc"], s["locator"]) for s in answer["sources"]] == [("alarms.xlsx", "row 2")]
+
+
+def test_a_model_that_finds_no_answer_falls_back_when_no_line_states_it_or_quoting_is_off(tmp_path, log):
+    row = "code: F-311; machine: TR-55; description: sensor blocked"
+    for quotes, quote_when_unsure in (([], True), ([(0, row)], False)):
+        gw, bus = _gateway(tmp_path, log, _answering(row, "I don't know.", quotes))
+        gw.s = msgspec.structs.replace(gw.s, quote_when_unsure=quote_when_unsure)
+        bus.put(topics.ask_device("hmi-1"), json.dumps({"question": "What does F-311 mean?"}).encode())
+        asyncio.run(_serve(gw, bus, lambda bus=bus: bus.on(topics.answer_device("hmi-1"))))
+        answer = json.loads(bus.on(topics.answer_device("hmi-1"))[0])
+        assert (answer["status"], answer["reason"]) == ("fallback", "model_unsure")
+
+
 @pytest.mark.parametrize(
     ("reply", "reason"),
     [
