@@ -173,7 +173,7 @@ class GatewayMetrics(ServiceMetrics):
         r = self.registry
         self.questions = Counter(
             "lineside_questions",
-            "Questions answered, by status and reason code (fallback reason or error code)",
+            "Questions answered, by status and reason code (fallback reason, error code, or extractive: answered with source lines)",
             ["status", "reason"],
             registry=r,
         )

@@ -455,7 +455,7 @@ class Gateway:
     async def record(self, m: Inbound, answer: Answer) -> None:
         """Count a final answer and append it to the audit log (after it was sent: a failed write
         is logged and counted, and the device has its answer anyway)."""
-        reason = answer.reason or (answer.error.code if answer.error else "")
+        reason = answer.reason or (answer.error.code if answer.error else "") or ("extractive" if answer.model == "extractive" else "")
         self.metrics.answered(answer.status, reason, answer.latency_ms / 1000)
         if self.audit is None:
             return

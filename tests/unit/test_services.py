@@ -146,6 +146,8 @@ def test_a_model_that_cannot_read_the_passages_gives_way_to_the_source_line(tmp_
     assert (answer["status"], answer["model"]) == ("answered", "extractive")
     assert answer["answer"] == f"\u201c{row}\u201d [1]"  # the document's words, not the model's
     assert "990" not in answer["answer"]
+    counted = gw.metrics.registry.get_sample_value("lineside_questions_total", {"status": "answered", "reason": "extractive"})
+    assert counted == 1  # an operator sees how often the model could not phrase an answer
     assert [(s["doc"], s["locator"]) for s in answer["sources"]] == [("alarms.xlsx", "row 2")]
 
 
