@@ -15,6 +15,7 @@ from typing import Annotated, Protocol
 
 import msgspec
 
+from lineside.text import QUANTITY_KINDS
 from schemas.messages import FallbackReason, Passage
 
 NOTHING_FOUND: FallbackReason = "nothing_found"
@@ -114,40 +115,6 @@ class Findings(Protocol):
     def absent_words(self) -> Sequence[str]: ...
 
 
-@dataclass(frozen=True)
-class Quantity:
-    """A kind of quantity a question can ask for: how a question asks for it, and how a passage
-    names it or states a value of it (its units and currency signs, in either language)."""
-
-    name: str
-    asked: re.Pattern[str]
-    stated: re.Pattern[str]
-
-
-QUANTITIES = (
-    Quantity(
-        "a price",
-        re.compile(r"\b(?:prices?|priced|costs?|costed|costing)\b|价格|价钱|多少钱|费用|成本|单价|报价|预算", re.IGNORECASE),
-        re.compile(
-            r"\b(?:prices?|costs?|EUR|USD|CNY|RMB|GBP|yuan|dollars?|euros?)\b|[$€£¥￥]|元|价格|价钱|单价|费用|成本|报价",
-            re.IGNORECASE,
-        ),
-    ),
-    Quantity(
-        "a weight",
-        re.compile(r"\bweigh(?:s|t|ts|ing)?\b|\bmass\b|重量|多重|净重|自重", re.IGNORECASE),
-        re.compile(r"\d\s*(?:kg|t|g|lbs?)\b|\bweigh|\bmass\b|重量|净重|自重|公斤|千克|吨", re.IGNORECASE),
-    ),
-    Quantity(
-        "a power rating",
-        re.compile(r"\b(?:rated power|power (?:rating|draw|consumption)|wattage)\b|功率|耗电量|电耗", re.IGNORECASE),
-        re.compile(r"\d\s*(?:k|M)?W\b|\bpower\b|\bwattage\b|功率|千瓦|耗电", re.IGNORECASE),
-    ),
-)
-"""Kinds of quantity a technician asks for that a plant's documents may not state at all: a
-machine's purchase price or cost is in no manual, fault table or log, though the machine is."""
-
-
 def unstated_quantity(question: str, passages: Sequence[Passage]) -> str | None:
     """The kind of quantity ``question`` asks for ("a price") when none of ``passages`` names it or
     states a value of it, else None.
@@ -160,9 +127,9 @@ def unstated_quantity(question: str, passages: Sequence[Passage]) -> str | None:
     question goes on. The units and currency signs are those of either language, so a Chinese
     question is judged against English passages and the reverse.
     """
-    for q in QUANTITIES:
-        if q.asked.search(question) and not any(q.stated.search(f"{p.title}\n{p.text}") for p in passages):
-            return q.name
+    for kind in QUANTITY_KINDS:
+        if kind.asked.search(question) and not any(kind.stated.search(f"{p.title}\n{p.text}") for p in passages):
+            return kind.name
     return None
 
 

@@ -7,6 +7,7 @@ document size limit. Each rule's docstring names the kind of plant language it s
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 MAX_DOCUMENT_MB = 50
 """Largest document accepted, in MiB (LINESIDE_INGEST_MAX_DOCUMENT_MB overrides it): a 300-page
@@ -124,6 +125,81 @@ STOPWORDS = frozenset(
 )
 """English function words and request verbs ("tell me", "please show") that say nothing about what
 a technician asks: left out of BM25 queries and of the words a question must share with a line."""
+
+
+@dataclass(frozen=True)
+class AnswerKind:
+    """A kind of answer a question can ask for (a price, an interval, a place): how a question asks
+    for it, and how a line names it or states a value of it (its units, currency signs or words, in
+    either language)."""
+
+    name: str
+    asked: re.Pattern[str]
+    stated: re.Pattern[str]
+
+
+QUANTITY_KINDS = (
+    AnswerKind(
+        "a price",
+        re.compile(r"\b(?:prices?|priced|costs?|costed|costing)\b|价格|价钱|多少钱|费用|成本|单价|报价|预算", re.IGNORECASE),
+        re.compile(
+            r"\b(?:prices?|costs?|EUR|USD|CNY|RMB|GBP|yuan|dollars?|euros?)\b|[$€£¥￥]|元|价格|价钱|单价|费用|成本|报价",
+            re.IGNORECASE,
+        ),
+    ),
+    AnswerKind(
+        "a weight",
+        re.compile(r"\bweigh(?:s|t|ts|ing)?\b|\bmass\b|重量|多重|净重|自重", re.IGNORECASE),
+        re.compile(r"\d\s*(?:kg|t|g|lbs?)\b|\bweigh|\bmass\b|重量|净重|自重|公斤|千克|吨", re.IGNORECASE),
+    ),
+    AnswerKind(
+        "a power rating",
+        re.compile(r"\b(?:rated power|power (?:rating|draw|consumption)|wattage)\b|功率|耗电量|电耗", re.IGNORECASE),
+        re.compile(r"\d\s*(?:k|M)?W\b|\bpower\b|\bwattage\b|功率|千瓦|耗电", re.IGNORECASE),
+    ),
+)
+"""Kinds of quantity a technician asks for that a plant's documents may not state at all: a
+machine's purchase price or cost is in no manual, fault table or log, though the machine is
+(``lineside.coverage.unstated_quantity``)."""
+
+
+ANSWER_KINDS = (
+    AnswerKind(
+        "an interval",
+        re.compile(
+            r"\bhow (?:often|frequently)\b|\b(?:intervals?|frequency)\b|多久[^，,？?。]{0,8}一次|多长时间[^，,？?。]{0,8}一次|频率|周期",
+            re.IGNORECASE,
+        ),
+        re.compile(
+            r"\b(?:every|each|hourly|daily|weekly|monthly|quarterly|yearly|annually|once|twice)\b|\bper (?:shift|day|week|month|year)\b|"
+            r"\d\s*(?:h|hrs?|hours?|days?|weeks?|months?|years?|shifts?|cycles?|strokes?)\b|每|/班|/天|/周|/月|/年",
+            re.IGNORECASE,
+        ),
+    ),
+    AnswerKind(
+        "a place",
+        re.compile(r"\bwhere\b|哪里|哪儿|在哪|放哪|什么位置", re.IGNORECASE),
+        re.compile(
+            r"\b(?:bins?|shel(?:f|ves)|racks?|rooms?|cabinets?|drawers?|storerooms?|stores?|locations?|buildings?|aisles?|warehouse|zones?)\b|"
+            r"库位|货架|仓库|库房|位置|柜|房间",
+            re.IGNORECASE,
+        ),
+    ),
+    *QUANTITY_KINDS,
+)
+"""Kinds of answer a question's ask can name by its question word: "how often" wants a line that
+states an interval (a maintenance table's row, not the procedure's heading), "where" a line that
+states a place (the storeroom list's bin, not the manual's spare-parts page)."""
+
+
+def asked_kind(ask: str) -> AnswerKind | None:
+    """The kind of answer ``ask`` asks for, or None when its question word names none ("what", "which").
+
+    Serves questions whose question word says what an answer must state: "how often"/"多久…一次"
+    an interval, "where"/"在哪" a place, "how much does it cost"/"价格" a price. A line about the
+    same thing that states no value of that kind does not answer the ask.
+    """
+    return next((k for k in ANSWER_KINDS if k.asked.search(ask)), None)
 
 
 def bigrams(run: str) -> list[str]:

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from lineside.text import clauses, identifiers, mentioned_lines, row_keys, step_lines, terms, wraps_on
+from lineside.text import asked_kind, clauses, identifiers, mentioned_lines, row_keys, step_lines, terms, wraps_on
 from schemas.messages import Passage
 
 SYSTEM_EN = (
@@ -197,7 +197,9 @@ def ask_evidence(question: str, passages: Sequence[Passage], quoted: str) -> lis
 
     "How long must the oven cool, and at what temperature may the hood be opened?": each ask has
     its own line, often in another passage or far down the best one. Lines are weighed by the
-    ask's words, each by how rare it is among all the passages' lines (as ``focus`` does).
+    ask's words, each by how rare it is among all the passages' lines (as ``focus`` does). An ask
+    whose question word names a kind of answer (``asked_kind``: "how often" an interval) takes a
+    line that states a value of that kind first, and counts as answered only by such a line.
     """
     asks = clauses(question)
     if len(asks) < 2:
@@ -208,10 +210,14 @@ def ask_evidence(question: str, passages: Sequence[Passage], quoted: str) -> lis
     for ask in asks:
         shared, weight = _line_weights(ask, [ln for _, ln in pool])
         scores = [sum(weight[t] for t in found) for found in shared]
-        j = max(range(len(pool)), key=lambda j: (scores[j], -j))
+        # An ask whose question word names a kind of answer ("how often": an interval) is answered
+        # by a line that states one: the maintenance table's row, not the procedure's heading.
+        kind = asked_kind(ask)
+        fits = [kind is None or kind.stated.search(ln) is not None for _, ln in pool]
+        j = max(range(len(pool)), key=lambda j: (scores[j] > 0 and fits[j], scores[j], -j))
         # An ask a quoted line already matches as well is answered: "what corrective action
         # applies" has its row quoted (the code's, on the right machine), not another code's.
-        answered = max((s for (_, ln), s in zip(pool, scores, strict=True) if _normal(ln) in have), default=0.0)
+        answered = max((s for (_, ln), s, f in zip(pool, scores, fits, strict=True) if f and _normal(ln) in have), default=0.0)
         i, line = pool[j]
         if scores[j] > answered and not names_another(question, line):
             out.append((i, line[:QUOTE_CHARS]))

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import msgspec
 import numpy as np
 
-from lineside.text import clauses, identifiers, lexical_terms, row_keys, section_references, singular, site_mentions, terms
+from lineside.text import asked_kind, clauses, identifiers, lexical_terms, row_keys, section_references, singular, site_mentions, terms
 from schemas.messages import Passage
 from services.retriever.adapters import Index
 from services.retriever.handlers import (
@@ -128,13 +128,17 @@ def hybrid_search(
     # storeroom row), where the row also has a word of the ask ("spare" for "where are its spares
     # kept"); a passage that mentions them in passing is ranked by the ask's own words and meaning.
     asked_words = {singular(t) for t in terms(question)} if present else set()
+    kind = asked_kind(question) if present else None
     for p in candidates if present else ():  # only an ask that follows names: every search runs this
         keys = row_keys(p.text)
         blob = f"{p.title}\n{p.text}"
         if any(n.casefold() in keys for n in present) and asked_words & {singular(t) for t in terms(blob)}:
             # ...with every followed name it has: the fault row of the code on the logged machine
-            # ("Code: F-311; Machine: TR-55") before the same code's row on another machine.
-            exact[p.chunk_id] = exact.get(p.chunk_id, 0) + sum(n.casefold() in blob.casefold() for n in present)
+            # ("Code: F-311; Machine: TR-55") before the same code's row on another machine; and a
+            # row that states the kind of answer the ask's question word wants (a bin for "where is
+            # its spare kept") before one that does not (the manual's spare-parts list).
+            states = kind is not None and kind.stated.search(blob) is not None
+            exact[p.chunk_id] = exact.get(p.chunk_id, 0) + sum(n.casefold() in blob.casefold() for n in present) + states
     # Among passages that name the same exact things, the kind of document the question wants
     # (a log row for "why did it stop on ...", a reference for "what does it mean") goes first.
     # Only where the question names something exact: elsewhere the fused ranking decides alone.

@@ -501,3 +501,18 @@ def test_the_chapter_a_passage_refers_to_comes_right_after_it(tmp_path):
     assert found.passages[1].ask == "How is the nozzle cleaned after F-312?"  # its answering line is quoted
     assert len(texts) == 3
     index.close()
+
+
+def test_a_where_ask_takes_the_row_that_states_a_place_over_a_spare_parts_list_without_one(tmp_path):
+    # Both the manual's spare-parts list and the storeroom list key the swapped part and say
+    # "spare"; only the storeroom row states where it is (a bin). "Where" asks for a place.
+    spares = "Part no.: HX-2201-C; Description: Heater cartridge, spare part; Qty per machine: 4; Recommended spares: 2"
+    index = _heater_swap_plant(tmp_path, spares, 70)
+    stored = {t: np.frombuffer(v, dtype=np.float32) for t, v in index._db.execute("SELECT text, embedding FROM chunks")}
+    question = "Line 3 had a heater fault on 2026-06-19 - which part got swapped, and where do we keep spares of it?"
+    ask = "where do we keep spares of it"
+    # The ask's meaning is nearest the manual's row: only the kind of answer it wants tells them apart.
+    found = search(index, lambda text: stored[spares] if text.startswith(ask) else _vecs(1, 73 + len(text))[0], question, 3, 10)
+    claimed = {p.ask.split(" (")[0]: p.text for p in found.passages if p.ask}
+    assert "C4-07-2" in claimed[ask]
+    index.close()

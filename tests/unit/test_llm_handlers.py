@@ -381,3 +381,14 @@ def test_the_asked_code_s_own_row_is_quoted_whatever_its_other_columns_name():
     quoted = " ".join(t for _, t in h.evidence("TR-55 on Line 1 keeps flashing F-307 - what is it complaining about?", [legend]))
     assert "Feeder not latched" in quoted
     assert "F-312" not in quoted
+
+
+def test_an_ask_for_an_interval_is_answered_by_a_line_that_states_one():
+    # The procedure's heading matches "gear oil" and "change" as well as the maintenance table's
+    # row does; only the row says how often. Quoting the heading would leave "how often" unanswered.
+    procedure = _p("7.2 Gear oil change\n1. Warm the drive for 5 min.\n2. Drain the gear oil.\n3. Fill with 1.4 L of oil.", 1)
+    table = _p("Task: Check belt; Interval: Every 500 hours\nTask: Gear oil change; Interval: Every 6,000 operating hours", 2)
+    quotes = h.evidence("How often is the gear oil of the PX-7 drive changed, and how much oil goes in?", [procedure, table])
+    text = " ".join(t for _, t in quotes)
+    assert "Every 6,000 operating hours" in text
+    assert "1.4 L" in text

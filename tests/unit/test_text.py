@@ -84,3 +84,20 @@ def test_references_to_a_section_of_the_same_document():
     assert section_references("报 F-312 时按第 7 章清洗喷嘴；见第 3.1 节表格。") == ["7", "3.1"]
     assert section_references("See Section 4.2 and section 4.2 again, § 9") == ["4.2", "9"]
     assert section_references("Replace the 2 seals and check 7 bolts.") == []
+
+
+def test_the_kind_of_answer_an_ask_wants_from_its_question_word_in_both_languages():
+    def kind(ask: str) -> str | None:
+        found = text.asked_kind(ask)
+        return found.name if found else None
+
+    assert kind("How often is the PX-7 filter changed?") == kind("PX-7 滤芯多久换一次？") == "an interval"
+    assert kind("Where are the spare nozzles kept?") == kind("备用吸嘴放在哪里？") == "a place"
+    assert kind("What does a PX-7 pump cost?") == kind("PX-7 泵的价格？") == "a price"
+    assert kind("What does F-311 mean?") is None
+    assert kind("F-311 是什么意思？") is None
+    interval = text.asked_kind("how often")
+    assert interval is not None
+    assert interval.stated.search("Interval: Every 6,000 operating hours")
+    assert interval.stated.search("每月加注 3 g")
+    assert not interval.stated.search("7.2 Gear oil change")
