@@ -48,7 +48,12 @@ def focus(question: str, text: str, keep: int = FOCUS_LINES) -> str:
     if len(lines) <= keep:
         return "\n".join(lines)
     shared, weight = _line_weights(question, lines)
-    scored = sorted(range(len(lines)), key=lambda i: (-sum(weight[t] for t in shared[i]), i))
+    # Among lines that match as well, one that states the kind of answer the question word wants
+    # (a power in kW for "功率", an interval for "how often") goes first: a Chinese question over an
+    # English data sheet shares no word with any of its lines.
+    kind = asked_kind(question)
+    fits = [kind is not None and kind.stated.search(ln) is not None for ln in lines]
+    scored = sorted(range(len(lines)), key=lambda i: (-sum(weight[t] for t in shared[i]), not fits[i], i))
     steps = step_lines(text)
     if steps:
         # A procedure is not cut to its best lines: a lockout step lost that way is a hazard.

@@ -150,11 +150,16 @@ def hybrid_search(
     # say where, not what: a row keyed by the line is not about the question's subject.
     asked = {n.casefold() for n in own_codes(question, {n.casefold() for n in [*known_lines, *aliases]})}
     keyed = {p.chunk_id for p in candidates if asked & row_keys(p.text)} if asked else set()
+    # ...then a passage that states the kind of answer the question word wants ("how often": an
+    # interval; "功率": a power in kW) before one about the same things that states none.
+    wanted = asked_kind(question)
+    stating = {p.chunk_id for p in candidates if wanted.stated.search(f"{p.title}\n{p.text}")} if wanted else set()
     candidates.sort(
         key=lambda p: (
             exact.get(p.chunk_id, 0),
             current.get(p.chunk_id, 1),
             p.chunk_id in keyed,
+            p.chunk_id in stating,
             prefer.get(p.chunk_id, 0) if p.chunk_id in exact else 0,
             fused.get(p.chunk_id, 0.0),
         ),

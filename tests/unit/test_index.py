@@ -516,3 +516,17 @@ def test_a_where_ask_takes_the_row_that_states_a_place_over_a_spare_parts_list_w
     claimed = {p.ask.split(" (")[0]: p.text for p in found.passages if p.ask}
     assert "C4-07-2" in claimed[ask]
     index.close()
+
+
+def test_a_passage_that_states_the_asked_kind_goes_before_one_about_the_same_machine_that_does_not(tmp_path):
+    # Both name the oven; the question asks for a power and only the data sheet states one in kW.
+    index = Index(tmp_path / "index")
+    alarm = "Code: A-16; Machine: TR-55 oven; Description: Zone heating timeout; Action: measure the element"
+    sheet = "Parameter: TR-55 heat-up power; Value: 41 kW\nParameter: TR-55 power in production; Value: 11 kW"
+    index.replace("alarms.xlsx", "a", "v", [Chunk(locator="row 16", title="alarms.xlsx", text=alarm)], _vecs(1, 80))
+    index.replace("manual.pdf", "m", "v", [Chunk(locator="page 3", title="TR-55 manual > 2 Technical data", text=sheet)], _vecs(1, 81))
+    stored = {t: np.frombuffer(v, dtype=np.float32) for t, v in index._db.execute("SELECT text, embedding FROM chunks")}
+    # The question's vector is the alarm row's: meaning alone would put the alarm first.
+    found = search(index, lambda text: stored[alarm], "TR-55 炉子升温时功率多大？", 2, 10)
+    assert found.passages[0].locator == "page 3"
+    index.close()

@@ -392,3 +392,21 @@ def test_an_ask_for_an_interval_is_answered_by_a_line_that_states_one():
     text = " ".join(t for _, t in quotes)
     assert "Every 6,000 operating hours" in text
     assert "1.4 L" in text
+
+
+def test_a_question_sharing_no_word_with_a_data_sheet_is_shown_its_lines_of_the_asked_kind():
+    # A Chinese question about an English data sheet: no line shares a word with it, so the lines
+    # that state what it asks for (a power, in kW) must be the ones kept, not the sheet's first lines.
+    sheet = "\n".join(
+        [
+            "Parameter: Board width; Value: 50 to 400 mm",
+            "Parameter: Max. zone temperature; Value: 320 °C",
+            "Parameter: Conveyor speed; Value: 20 to 180 cm/min",
+            "Parameter: Heat-up power; Value: 41 kW",
+            "Parameter: Weight; Value: 1,900 kg",
+            "Parameter: Power in production; Value: 11 kW",
+        ]
+    )
+    kept = h.focus("TR-55 炉子升温功率多大？生产时功率多少？", sheet, keep=2)
+    assert "41 kW" in kept
+    assert "11 kW" in kept
