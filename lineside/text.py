@@ -171,8 +171,8 @@ ANSWER_KINDS = (
             re.IGNORECASE,
         ),
         re.compile(
-            r"\b(?:every|each|hourly|daily|weekly|monthly|quarterly|yearly|annually|once|twice)\b|\bper (?:shift|day|week|month|year)\b|"
-            r"\d\s*(?:h|hrs?|hours?|days?|weeks?|months?|years?|shifts?|cycles?|strokes?)\b|每|/班|/天|/周|/月|/年",
+            r"\b(?:every|hourly|daily|weekly|monthly|quarterly|yearly|annually|once|twice|intervals?|frequency)\b|"
+            r"\bper (?:shift|day|week|month|year)\b|每|周期|频率|/班|/天|/周|/月|/年",
             re.IGNORECASE,
         ),
     ),
@@ -189,7 +189,9 @@ ANSWER_KINDS = (
 )
 """Kinds of answer a question's ask can name by its question word: "how often" wants a line that
 states an interval (a maintenance table's row, not the procedure's heading), "where" a line that
-states a place (the storeroom list's bin, not the manual's spare-parts page)."""
+states a place (the storeroom list's bin, not the manual's spare-parts page). An interval is
+"every …", "monthly", "每月", or a column named for it ("Interval: 500 h"); "3 weeks" alone is a
+duration (a lead time), not an interval."""
 
 
 def asked_kind(ask: str) -> AnswerKind | None:

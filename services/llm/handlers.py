@@ -181,8 +181,11 @@ def evidence(question: str, passages: Sequence[Passage]) -> list[tuple[int, str]
     for i, p in enumerate(passages[1:], 1):
         line = " ".join(focus(p.ask, p.text, keep=1).split()) if p.ask else ""
         # Only a line that says something about the ask ("where is the spare part kept" over a
-        # page where nothing matches would otherwise quote its first line).
-        if line and terms(p.ask) & terms(line) and not any(_normal(line) in _normal(text) for _, text in out):
+        # page where nothing matches would otherwise quote its first line), or that states the kind
+        # of answer it asks for (an English manual's "every 4,000 h" for "多久标定一次").
+        kind = asked_kind(p.ask) if line else None
+        about = terms(p.ask) & terms(line) or (kind is not None and kind.stated.search(line))
+        if line and about and not any(_normal(line) in _normal(text) for _, text in out):
             out.append((i, line[:QUOTE_CHARS]))
     if len(out) == 1:
         more = stronger_evidence(question, passages) or second_evidence(question, best, passages[1:])

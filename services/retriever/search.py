@@ -151,9 +151,10 @@ def hybrid_search(
     asked = {n.casefold() for n in own_codes(question, {n.casefold() for n in [*known_lines, *aliases]})}
     keyed = {p.chunk_id for p in candidates if asked & row_keys(p.text)} if asked else set()
     # ...then a passage that states the kind of answer the question word wants ("how often": an
-    # interval; "功率": a power in kW) before one about the same things that states none.
+    # interval; "功率": a power in kW) before one about the same things that states none. Only
+    # among passages that name what the question names: elsewhere the fused ranking decides alone.
     wanted = asked_kind(question)
-    stating = {p.chunk_id for p in candidates if wanted.stated.search(f"{p.title}\n{p.text}")} if wanted else set()
+    stating = {p.chunk_id for p in candidates if p.chunk_id in exact and wanted.stated.search(f"{p.title}\n{p.text}")} if wanted else set()
     candidates.sort(
         key=lambda p: (
             exact.get(p.chunk_id, 0),
@@ -217,7 +218,42 @@ def search(
     (``referred_sections``)."""
     vector = embed(question)
     found = with_asks(index, embed, vector, question, k, pool, filters, today)
+    found = stated_elsewhere(index, found, vector, k, filters)
     return referred_sections(index, found, question, vector, k, filters)
+
+
+def stated_elsewhere(index: Index, found: SearchResult, vector: np.ndarray, k: int, filters: Filters | None) -> SearchResult:
+    """``found`` with, right after an ask's passage that states no value of the kind the ask wants
+    (``asked_kind``: "多久标定一次" an interval), the passage that does, found by the codes and part
+    numbers of the ask's line in it.
+
+    Serves the registers that name a part without saying how it is used: the storeroom row of a
+    calibration gas answers "which gas" but not "how often"; the manual's calibration section,
+    which names the same gas, says every 4,000 hours. The look-up is a BM25 search of those names;
+    of the passages it finds that state the kind, the one naming most of them comes first, then
+    the nearest to the question. One such passage at most; the last passage makes room.
+    """
+    if k < 2:
+        return found
+    have = {p.chunk_id for p in found.passages}
+    scope = filters or Filters()
+    for i, p in enumerate(found.passages):
+        kind = asked_kind(p.ask) if p.ask else None
+        if kind is None or kind.stated.search(f"{p.title}\n{p.text}"):
+            continue
+        asked = terms(p.ask)
+        line = max(p.text.splitlines(), key=lambda ln: len(asked & terms(ln)), default="")
+        names = identifiers(line)[:MAX_NAMES]
+        if not names:
+            continue
+        with index.consistent():
+            ids = [c for c in index.lexical_ranking(fts_query(names), FOLLOW_CHOICES) if c not in have]
+            others = [o for o in index.passages(ids, vector) if scope.allows(o) and kind.stated.search(f"{o.title}\n{o.text}")]
+        if others:
+            best = max(others, key=lambda o: (sum(n.casefold() in o.text.casefold() for n in names), o.score))
+            passages = [*found.passages[: i + 1], msgspec.structs.replace(best, ask=p.ask), *found.passages[i + 1 :]][:k]
+            return found._replace(passages=passages)
+    return found
 
 
 REFER_FROM = 3

@@ -530,3 +530,24 @@ def test_a_passage_that_states_the_asked_kind_goes_before_one_about_the_same_mac
     found = search(index, lambda text: stored[alarm], "TR-55 炉子升温时功率多大？", 2, 10)
     assert found.passages[0].locator == "page 3"
     index.close()
+
+
+def test_an_ask_whose_passage_names_a_part_but_no_interval_brings_the_section_that_states_one(tmp_path):
+    # "…; how often is the analyser calibrated, and with which gas?" (in Chinese): the storeroom row
+    # of the gas answers "which gas"; the English manual's section that names the same gas says
+    # how often. Nothing of the ask's words is in the manual, and its meaning is the storeroom row's.
+    index = Index(tmp_path / "index")
+    recipe = "产品: VX-90; 线体: WL-2; 氧含量上限(ppm): 700; 链速(cm/min): 70"
+    store = "Part No.: CG-2000; Description: Span gas 2,000 ppm; 中文名称: 标定气; Bin: C3-01-1; Lead time: 2 weeks"
+    manual = "5.3 Oxygen analyser\nCalibrate the analyser every 3,000 operating hours with span gas CG-2000."
+    filler = [f"Part No.: CG-{i}00; Description: Filter {i}; 中文名称: 滤芯 {i}; Bin: C3-0{i}-2" for i in range(2, 7)]
+    index.replace("recipes.csv", "r", "v", [Chunk(locator="row 4", title="recipes.csv", text=recipe)], _vecs(1, 90))
+    index.replace("store.md", "s", "v", [Chunk(locator="section C3", title="Storeroom", text=t) for t in [store, *filler]], _vecs(6, 91))
+    index.replace("oven.pdf", "o", "v", [Chunk(locator="page 5", title="TR-55 oven manual > 5 Nitrogen", text=manual)], _vecs(1, 92))
+    stored = {t: np.frombuffer(v, dtype=np.float32) for t, v in index._db.execute("SELECT text, embedding FROM chunks")}
+    question = "VX-90 在 WL-2 上氧含量上限是多少？氧分析仪多久标定一次、用哪种标定气？"
+    found = search(index, lambda text: stored[recipe] if text == question else stored[store], question, 4, 10)
+    docs = [p.doc for p in found.passages]
+    assert docs.index("oven.pdf") == docs.index("store.md") + 1  # right after the row that names the gas
+    assert found.passages[docs.index("oven.pdf")].ask.startswith("氧分析仪多久标定一次")
+    index.close()

@@ -1,5 +1,7 @@
 """Prompt building: fixed prefix, focused passages, token budget."""
 
+import msgspec
+
 from schemas.messages import Passage
 from services.llm import handlers as h
 
@@ -410,3 +412,23 @@ def test_a_question_sharing_no_word_with_a_data_sheet_is_shown_its_lines_of_the_
     kept = h.focus("TR-55 炉子升温功率多大？生产时功率多少？", sheet, keep=2)
     assert "41 kW" in kept
     assert "11 kW" in kept
+
+
+def test_an_asks_line_that_states_what_it_asks_is_quoted_across_languages():
+    # A Chinese ask over an English manual section: no shared word, but its line states an interval.
+    recipe = _p("产品: VX-90; 线体: WL-2; 氧含量上限(ppm): 700", 1)
+    manual = Passage(
+        chunk_id=2,
+        doc="oven.pdf",
+        doc_id="o",
+        locator="page 5",
+        text="5.3 Oxygen analyser\nA zirconia cell measures the residual oxygen.\nCalibrate it every 3,000 operating hours.",
+        score=0.4,
+        ask="氧分析仪多久标定一次",
+    )
+    text = " ".join(t for _, t in h.evidence("VX-90 在 WL-2 上氧含量上限是多少？氧分析仪多久标定一次？", [recipe, manual]))
+    assert "every 3,000 operating hours" in text
+    # A line that neither shares a word with the ask nor states what it asks for is not quoted.
+    which = msgspec.structs.replace(manual, ask="氧分析仪用哪种标定气")
+    quoted = [i for i, _ in h.evidence("VX-90 在 WL-2 上氧含量上限是多少？氧分析仪用哪种标定气？", [recipe, which])]
+    assert 1 not in quoted
