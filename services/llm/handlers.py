@@ -283,7 +283,7 @@ SECOND_MIN_TERMS = 2
 def second_evidence(question: str, quoted: str, others: Sequence[Passage]) -> tuple[int, str] | None:
     """The line of another passage that states what the quoted lines leave out, or None.
 
-    "How often does QA normally check the torque, and what interval applies on Line 3 from
+    "How often is the glue temperature normally logged, and what interval applies on Line 4 from
     2026-06-09?" has its answer in a work instruction and in a notice: the best passage's lines
     answer one half. A line of another passage among ``others`` (the rest of the prompt's
     passages, best first) is quoted too when it has at least ``SECOND_MIN_TERMS`` question words

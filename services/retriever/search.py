@@ -340,8 +340,8 @@ def with_asks(
     asks = [f"{ask} ({', '.join(names)})" if follow else ask for ask, follow in zip(asks, followed, strict=True)]
     # Each ask claims a passage of its own: its best, or its second when another ask claimed the
     # best. Asks whose best passage has every code and date they name claim first: "what interval
-    # applies on Line 3 from 2026-06-09" owns the notice of those dates, so "how often does QA
-    # normally check" takes its second, the work instruction's frequency section.
+    # applies on Line 4 from 2026-06-09" owns the notice of those dates, so "how often is the glue
+    # temperature normally logged" takes its second, the work instruction's frequency section.
     # An ask about one of several lines the question compares does not claim a passage whose
     # heading path is another of those lines' (the WL-2 SOP's table row for a product also names
     # WL-1 in a note): each line's value is in its own document.

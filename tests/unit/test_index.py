@@ -202,18 +202,18 @@ def test_a_question_that_asks_one_thing_is_searched_once(index):
 
 
 def test_each_ask_of_a_two_part_question_brings_its_own_source(index):
-    # The notice answers "what interval applies on Line 3 from 2026-06-09" and also resembles the
+    # The notice answers "what interval applies on Line 4 from 2026-06-09" and also resembles the
     # first ask most; the work instruction's frequency section must still be among the passages.
-    notice = "From 2026-06-09 to 2026-12-15 QA checks the fill level on Line 3 every 20 minutes."
+    notice = "From 2026-06-09 to 2026-06-20 operators log the glue temperature on Line 4 every 20 minutes."
     texts = [
-        "4 Frequency. During production: every 90 minutes, one bottle from each capping head.",
-        "3 Equipment. Digital cap torque tester, range 0 to 10 N·m.",
-        "1 Purpose. How QA technicians check the removal torque of screw caps.",
+        "4 Frequency. During a shift: every 90 minutes, one reading from each glue tank.",
+        "3 Equipment. Contact thermometer, range 0 to 250 °C.",
+        "1 Purpose. How operators log the temperature of the glue tanks.",
     ]
     index.replace("notice.txt", "n", "v", _chunks(notice), _vecs(1, 40))
     index.replace("qwi.docx", "q", "v", _chunks(*texts), _vecs(3, 41))
-    first_ask = "How often does QA normally check fill level during production"
-    question = f"{first_ask}, and what interval applies on Line 3 from 2026-06-09 to 2026-12-15?"
+    first_ask = "How often is the glue temperature normally logged during a shift"
+    question = f"{first_ask}, and what interval applies on Line 4 from 2026-06-09 to 2026-06-20?"
     stored = {t: np.frombuffer(v, dtype=np.float32) for t, v in index._db.execute("SELECT text, embedding FROM chunks")}
 
     def embed(text: str) -> np.ndarray:

@@ -111,15 +111,15 @@ def test_packing_leaves_out_a_passage_already_contained_in_one_that_went_in():
 
 
 def test_a_second_passage_is_quoted_when_it_answers_what_the_first_leaves_out():
-    notice = _p("During 2026-06-09 to 2026-12-15 QA checks the fill level on Line 3 every 20 minutes.", 1)
-    qwi = _p("4 Frequency\nNormally QA checks removal torque once every 90 minutes during production.\nRecords go to the QA system.", 2)
-    q = "How often does QA normally check fill level during production, and what interval applies on Line 3?"
+    notice = _p("During 2026-06-09 to 2026-06-20 operators log the glue temperature on Line 4 every 20 minutes.", 1)
+    qwi = _p("4 Frequency\nNormally the glue temperature is logged once every 90 minutes during a shift.\nRecords go to the shift book.", 2)
+    q = "How often is the glue temperature normally logged during a shift, and what interval applies on Line 4?"
     quote = _extract(q, [notice, qwi])
     assert "20 minutes" in quote
     assert "90 minutes" in quote
     assert quote.endswith("[2]")
     # Nothing left to add: one quote only.
-    single = _extract("What interval applies on Line 3 from 2026-06-09?", [notice, qwi])
+    single = _extract("What interval applies on Line 4 from 2026-06-09?", [notice, qwi])
     assert "90 minutes" not in single
 
 
@@ -147,22 +147,22 @@ def test_a_quoted_passage_that_did_not_fit_the_prompt_is_cited_too():
 
 
 def test_a_passage_found_for_one_ask_is_quoted_for_that_ask():
-    notice = _p("From 2026-06-09 to 2026-12-15 QA checks the fill level on Line 3 every 20 minutes.", 1)
-    ask = "How often does QA normally check fill level during production"
+    notice = _p("From 2026-06-09 to 2026-06-20 operators log the glue temperature on Line 4 every 20 minutes.", 1)
+    ask = "How often is the glue temperature normally logged during a shift"
     frequency = h.Passage(
         chunk_id=2,
         doc="qwi.docx",
         doc_id="q",
         locator="section 4",
-        text="At line start-up: 3 bottles per head.\nDuring production: every 90 minutes, one bottle per head.\nAfter a clutch change.",
+        text="At line start-up: 3 readings per tank.\nDuring a shift: every 90 minutes, one reading per tank.\nAfter a heater change.",
         score=0.5,
         ask=ask,
     )
-    q = f"{ask}, and what interval applies on Line 3 from 2026-06-09 to 2026-12-15?"
+    q = f"{ask}, and what interval applies on Line 4 from 2026-06-09 to 2026-06-20?"
     quotes = h.evidence(q, [notice, frequency])
     assert quotes[0][0] == 0
     assert "20 minutes" in quotes[0][1]
-    assert quotes[1] == (1, "During production: every 90 minutes, one bottle per head.")
+    assert quotes[1] == (1, "During a shift: every 90 minutes, one reading per tank.")
 
 
 def test_an_ask_whose_passage_says_nothing_about_it_is_not_quoted():
@@ -388,7 +388,7 @@ def test_the_asked_code_s_own_row_is_quoted_whatever_its_other_columns_name():
 def test_an_ask_for_an_interval_is_answered_by_a_line_that_states_one():
     # The procedure's heading matches "gear oil" and "change" as well as the maintenance table's
     # row does; only the row says how often. Quoting the heading would leave "how often" unanswered.
-    procedure = _p("7.2 Gear oil change\n1. Warm the drive for 5 min.\n2. Drain the gear oil.\n3. Fill with 1.4 L of oil.", 1)
+    procedure = _p("7.2 Gear oil change\n1. Warm the drive for 7 min.\n2. Drain the gear oil.\n3. Fill with 1.4 L of oil.", 1)
     table = _p("Task: Check belt; Interval: Every 500 hours\nTask: Gear oil change; Interval: Every 6,000 operating hours", 2)
     quotes = h.evidence("How often is the gear oil of the PX-7 drive changed, and how much oil goes in?", [procedure, table])
     text = " ".join(t for _, t in quotes)
