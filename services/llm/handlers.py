@@ -181,10 +181,11 @@ def evidence(question: str, passages: Sequence[Passage]) -> list[tuple[int, str]
     for i, p in enumerate(passages[1:], 1):
         line = " ".join(focus(p.ask, p.text, keep=1).split()) if p.ask else ""
         # Only a line that says something about the ask ("where is the spare part kept" over a
-        # page where nothing matches would otherwise quote its first line), or that states the kind
-        # of answer it asks for (an English manual's "every 4,000 h" for "多久标定一次").
+        # page where nothing matches would otherwise quote its first line); for an ask whose
+        # question word names a kind of answer, a line that states one, whether or not it shares
+        # a word with the ask (an English manual's "every 4,000 h" for "多久标定一次").
         kind = asked_kind(p.ask) if line else None
-        about = terms(p.ask) & terms(line) or (kind is not None and kind.stated.search(line))
+        about = kind.stated.search(line) if kind is not None else terms(p.ask) & terms(line)
         if line and about and not any(_normal(line) in _normal(text) for _, text in out):
             out.append((i, line[:QUOTE_CHARS]))
     if len(out) == 1:
@@ -227,7 +228,7 @@ def ask_evidence(question: str, passages: Sequence[Passage], quoted: str) -> lis
         # applies" has its row quoted (the code's, on the right machine), not another code's.
         answered = max((s for (_, ln), s, f in zip(pool, scores, fits, strict=True) if f and _normal(ln) in have), default=0.0)
         i, line = pool[j]
-        if scores[j] > answered and not names_another(question, line):
+        if scores[j] > answered and fits[j] and not names_another(question, line):
             out.append((i, line[:QUOTE_CHARS]))
             have += "\n" + _normal(line)
     return out

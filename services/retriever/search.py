@@ -222,6 +222,10 @@ def search(
     return referred_sections(index, found, question, vector, k, filters)
 
 
+DOCUMENT_CHOICES = 200
+"""Chunks of a passage's own document weighed for the section that states what an ask wants."""
+
+
 def stated_elsewhere(index: Index, found: SearchResult, vector: np.ndarray, k: int, filters: Filters | None) -> SearchResult:
     """``found`` with, right after an ask's passage that states no value of the kind the ask wants
     (``asked_kind``: "多久标定一次" an interval), the passage that does, found by the codes and part
@@ -244,11 +248,12 @@ def stated_elsewhere(index: Index, found: SearchResult, vector: np.ndarray, k: i
         asked = terms(p.ask)
         line = max(p.text.splitlines(), key=lambda ln: len(asked & terms(ln)), default="")
         names = identifiers(line)[:MAX_NAMES]
-        if not names:
-            continue
         with index.consistent():
-            ids = [c for c in index.lexical_ranking(fts_query(names), FOLLOW_CHOICES) if c not in have]
-            others = [o for o in index.passages(ids, vector) if scope.allows(o) and kind.stated.search(f"{o.title}\n{o.text}")]
+            # By the names of the ask's line, else within the passage's own document (the work
+            # instruction's frequency section, for an ask its purpose section was found for).
+            ids = index.lexical_ranking(fts_query(names), FOLLOW_CHOICES) if names else index.document_chunks(p.doc, DOCUMENT_CHOICES)
+            fresh = [c for c in ids if c not in have]
+            others = [o for o in index.passages(fresh, vector) if scope.allows(o) and kind.stated.search(f"{o.title}\n{o.text}")]
         if others:
             best = max(others, key=lambda o: (sum(n.casefold() in o.text.casefold() for n in names), o.score))
             passages = [*found.passages[: i + 1], msgspec.structs.replace(best, ask=p.ask), *found.passages[i + 1 :]][:k]

@@ -551,3 +551,28 @@ def test_an_ask_whose_passage_names_a_part_but_no_interval_brings_the_section_th
     assert docs.index("oven.pdf") == docs.index("store.md") + 1  # right after the row that names the gas
     assert found.passages[docs.index("oven.pdf")].ask.startswith("氧分析仪多久标定一次")
     index.close()
+
+
+def test_an_ask_whose_passage_states_no_interval_brings_its_documents_section_that_does(tmp_path):
+    # "…, and how often is the glue temperature logged?": the ask finds the work instruction's
+    # purpose section (it shares the ask's words); its frequency section says how often.
+    index = Index(tmp_path / "index")
+    notice = "From 2026-06-09 to 2026-06-20 Line 4 runs the new glue GL-7; its pot life is 6 hours."
+    sections = [
+        "1 Purpose\nHow operators log the glue temperature of the glue tanks.",
+        "2 Equipment\nContact thermometer, range 0 to 250 °C.",
+        "3 Frequency\nDuring a shift: every 90 minutes, one reading per tank.",
+    ]
+    tanks = [f"Glue tank {i} on Line 4: the glue temperature is shown on panel P-{i}." for i in range(1, 7)]
+    index.replace("notice.txt", "n", "v", _chunks(notice), _vecs(1, 100))
+    wi = [Chunk(locator=f"section {i + 1}", title="WI-4", text=t) for i, t in enumerate(sections)]
+    index.replace("wi.docx", "w", "v", wi, _vecs(3, 101))
+    index.replace(
+        "tanks.md", "t", "v", [Chunk(locator=f"tank {i}", title="Glue tanks", text=t) for i, t in enumerate(tanks)], _vecs(6, 102)
+    )
+    stored = {t: np.frombuffer(v, dtype=np.float32) for t, v in index._db.execute("SELECT text, embedding FROM chunks")}
+    question = "What glue does Line 4 run from 2026-06-09, and how often is the glue temperature logged?"
+    found = search(index, lambda text: stored[notice] if text == question else stored[sections[0]], question, 4, 10)
+    texts = [p.text for p in found.passages]
+    assert any("every 90 minutes" in t for t in texts)
+    index.close()

@@ -432,3 +432,18 @@ def test_an_asks_line_that_states_what_it_asks_is_quoted_across_languages():
     which = msgspec.structs.replace(manual, ask="氧分析仪用哪种标定气")
     quoted = [i for i, _ in h.evidence("VX-90 在 WL-2 上氧含量上限是多少？氧分析仪用哪种标定气？", [recipe, which])]
     assert 1 not in quoted
+
+
+def test_an_ask_for_an_interval_is_not_answered_by_its_passage_s_line_that_states_none():
+    best = _p("Code: F-311; Machine: TR-55; Corrective Action: clean the glue tank", 1)
+    purpose = h.Passage(
+        chunk_id=2,
+        doc="wi.docx",
+        doc_id="w",
+        locator="section 1",
+        text="1 Purpose\nThis instruction says how the glue tank is cleaned and with which solvent.",
+        score=0.4,
+        ask="how often is the glue tank cleaned",
+    )
+    quotes = h.evidence("What does F-311 mean, and how often is the glue tank cleaned?", [best, purpose])
+    assert [i for i, _ in quotes] == [0]
