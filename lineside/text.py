@@ -179,10 +179,11 @@ ANSWER_KINDS = (
     AnswerKind(
         "a place",
         re.compile(r"\bwhere\b|哪里|哪儿|在哪|放哪|什么位置", re.IGNORECASE),
+        # A place word with its value: "Bin: A-07-05", "room 014", "building B", "库位 C2-04-1";
+        # a heading that names the storeroom says what the page is about, not where a thing is.
         re.compile(
-            r"\b(?:bins?|shel(?:f|ves)|racks?|rooms?|cabinets?|drawers?|storerooms?|stores?|locations?|buildings?|aisles?|warehouse|zones?)\b|"
-            r"库位|货架|仓库|库房|位置|柜|房间",
-            re.IGNORECASE,
+            r"\b(?i:bins?|shel(?:f|ves)|racks?|rooms?|cabinets?|drawers?|storerooms?|stores?|locations?|buildings?|aisles?|warehouse|zones?)"
+            r"(?:\s+(?i:no\.?))?\s*[:#]?\s*(?:[A-Z]{0,3}-?\d[\w./-]*|[A-Z]\b)|(?:库位|货架|仓库|库房|位置|柜|房间)\s*[:：]?\s*[A-Za-z0-9]|\d\s*号?\s*(?:货架|柜|库位|房间|库房)"
         ),
     ),
     *QUANTITY_KINDS,

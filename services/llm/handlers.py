@@ -53,7 +53,7 @@ def focus(question: str, text: str, keep: int = FOCUS_LINES) -> str:
     # English data sheet shares no word with any of its lines.
     kind = asked_kind(question)
     fits = [kind is not None and kind.stated.search(ln) is not None for ln in lines]
-    scored = sorted(range(len(lines)), key=lambda i: (-sum(weight[t] for t in shared[i]), not fits[i], i))
+    scored = sorted(range(len(lines)), key=lambda i: (-math.fsum(weight[t] for t in shared[i]), not fits[i], i))
     steps = step_lines(text)
     if steps:
         # A procedure is not cut to its best lines: a lockout step lost that way is a hazard.
@@ -218,7 +218,7 @@ def ask_evidence(question: str, passages: Sequence[Passage], quoted: str) -> lis
     have = _normal(quoted)
     for ask in asks:
         shared, weight = _line_weights(ask, [ln for _, ln in pool])
-        scores = [sum(weight[t] for t in found) for found in shared]
+        scores = [math.fsum(weight[t] for t in found) for found in shared]
         # An ask whose question word names a kind of answer ("how often": an interval) is answered
         # by a line that states one: the maintenance table's row, not the procedure's heading.
         kind = asked_kind(ask)
@@ -335,7 +335,7 @@ def stronger_evidence(question: str, passages: Sequence[Passage]) -> tuple[int, 
     if not pool:
         return None
     shared, weight = _line_weights(question, [ln for _, ln in pool])
-    scores = [sum(weight[t] for t in found) for found in shared]
+    scores = [math.fsum(weight[t] for t in found) for found in shared]
     first = max((s for (i, _), s in zip(pool, scores, strict=True) if i == 0), default=0.0)
     best = max(range(len(pool)), key=lambda j: (scores[j], -j))
     i, line = pool[best]

@@ -102,3 +102,8 @@ def test_the_kind_of_answer_an_ask_wants_from_its_question_word_in_both_language
     assert interval.stated.search("每月加注 3 g")
     assert not interval.stated.search("7.2 Gear oil change")
     assert not interval.stated.search("Part No.: VX-9; Bin: C-04; Lead time: 3 weeks")  # a duration
+    place = text.asked_kind("where")
+    assert place is not None
+    for line in ("Part No.: VX-9; Bin: C-04-2", "Storeroom: building C, room 12", "库位: C3-02-1", "放在 2 号货架"):
+        assert place.stated.search(line), line
+    assert not place.stated.search("Spare Parts - Main Storeroom")  # a heading names the room, not where a part is
