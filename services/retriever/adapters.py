@@ -497,9 +497,11 @@ class Index:
         heading = re.compile(rf"{re.escape(number)}(?:\.?\s+|\.?(?=[^\d.\s]))\S")
         return [cid for cid, text in rows if heading.match(text) and is_subheading(text.split("\n", 1)[0])]
 
-    def document_chunks(self, doc: str, limit: int) -> list[int]:
-        """The first ``limit`` chunks of ``doc``, in document order."""
-        return [r[0] for r in self._db.execute("SELECT id FROM chunks WHERE doc = ? ORDER BY id LIMIT ?", (doc, limit))]
+    def document_chunks(self, doc: str, limit: int) -> list[tuple[int, str]]:
+        """The first ``limit`` chunks of ``doc``, in document order, as (id, title and text): what a
+        caller filters before it reads their vectors (``passages``)."""
+        rows = self._db.execute("SELECT id, title, text FROM chunks WHERE doc = ? ORDER BY id LIMIT ?", (doc, limit))
+        return [(r[0], f"{r[1]}\n{r[2]}") for r in rows]
 
     def contains(self, phrase: str) -> bool:
         """True when any chunk contains ``phrase`` (case-insensitive substring, 3+ characters)."""

@@ -250,8 +250,15 @@ def stated_elsewhere(index: Index, found: SearchResult, vector: np.ndarray, k: i
         names = identifiers(line)[:MAX_NAMES]
         with index.consistent():
             # By the names of the ask's line, else within the passage's own document (the work
-            # instruction's frequency section, for an ask its purpose section was found for).
-            ids = index.lexical_ranking(fts_query(names), FOLLOW_CHOICES) if names else index.document_chunks(p.doc, DOCUMENT_CHOICES)
+            # instruction's frequency section, for an ask its purpose section was found for); the
+            # chunks' text is filtered before their vectors are read.
+            # A name in thousands of chunks (a machine model) tells little and costs FTS5 most of
+            # the index: the same rule as the question's own BM25 words.
+            names = index.informative(names, MAX_TERM_SHARE, MAX_TERM_DF) if names else []
+            if names:
+                ids = index.lexical_ranking(fts_query(names), FOLLOW_CHOICES)
+            else:
+                ids = [c for c, text in index.document_chunks(p.doc, DOCUMENT_CHOICES) if kind.stated.search(text)][:FOLLOW_CHOICES]
             fresh = [c for c in ids if c not in have]
             others = [o for o in index.passages(fresh, vector) if scope.allows(o) and kind.stated.search(f"{o.title}\n{o.text}")]
         if others:
