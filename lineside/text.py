@@ -179,7 +179,7 @@ ANSWER_KINDS = (
     AnswerKind(
         "a place",
         re.compile(r"\bwhere\b|哪里|哪儿|在哪|放哪|什么位置", re.IGNORECASE),
-        # A place word with its value: "Bin: A-07-05", "room 014", "building B", "库位 C2-04-1";
+        # A place word with its value: "Bin: B-03-02", "room 21", "building B", "库位 D1-05-2";
         # a heading that names the storeroom says what the page is about, not where a thing is.
         re.compile(
             r"\b(?i:bins?|shel(?:f|ves)|racks?|rooms?|cabinets?|drawers?|storerooms?|stores?|locations?|buildings?|aisles?|warehouse|zones?)"
@@ -191,7 +191,7 @@ ANSWER_KINDS = (
 """Kinds of answer a question's ask can name by its question word: "how often" wants a line that
 states an interval (a maintenance table's row, not the procedure's heading), "where" a line that
 states a place (the storeroom list's bin, not the manual's spare-parts page). An interval is
-"every …", "monthly", "每月", or a column named for it ("Interval: 500 h"); "3 weeks" alone is a
+"every …", "weekly", "每周", or a column named for it ("Interval: 600 h"); "3 weeks" alone is a
 duration (a lead time), not an interval."""
 
 

@@ -183,7 +183,7 @@ def evidence(question: str, passages: Sequence[Passage]) -> list[tuple[int, str]
         # Only a line that says something about the ask ("where is the spare part kept" over a
         # page where nothing matches would otherwise quote its first line); for an ask whose
         # question word names a kind of answer, a line that states one, whether or not it shares
-        # a word with the ask (an English manual's "every 4,000 h" for "多久标定一次").
+        # a word with the ask (an English manual's "every 3,000 h" for "多久标定一次").
         kind = asked_kind(p.ask) if line else None
         about = kind.stated.search(line) if kind is not None else terms(p.ask) & terms(line)
         if line and about and not any(_normal(line) in _normal(text) for _, text in out):

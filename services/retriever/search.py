@@ -233,7 +233,7 @@ def stated_elsewhere(index: Index, found: SearchResult, vector: np.ndarray, k: i
 
     Serves the registers that name a part without saying how it is used: the storeroom row of a
     calibration gas answers "which gas" but not "how often"; the manual's calibration section,
-    which names the same gas, says every 4,000 hours. The look-up is a BM25 search of those names;
+    which names the same gas, says how many operating hours apart. The look-up is a BM25 search of those names;
     of the passages it finds that state the kind, the one naming most of them comes first, then
     the nearest to the question. One such passage at most; the last passage makes room.
     """

@@ -207,7 +207,7 @@ def test_each_ask_of_a_two_part_question_brings_its_own_source(index):
     notice = "From 2026-06-09 to 2026-06-20 operators log the glue temperature on Line 4 every 20 minutes."
     texts = [
         "4 Frequency. During a shift: every 90 minutes, one reading from each glue tank.",
-        "3 Equipment. Contact thermometer, range 0 to 250 °C.",
+        "3 Equipment. Contact thermometer, range 0 to 200 °C.",
         "1 Purpose. How operators log the temperature of the glue tanks.",
     ]
     index.replace("notice.txt", "n", "v", _chunks(notice), _vecs(1, 40))
@@ -560,7 +560,7 @@ def test_an_ask_whose_passage_states_no_interval_brings_its_documents_section_th
     notice = "From 2026-06-09 to 2026-06-20 Line 4 runs the new glue GL-7; its pot life is 6 hours."
     sections = [
         "1 Purpose\nHow operators log the glue temperature of the glue tanks.",
-        "2 Equipment\nContact thermometer, range 0 to 250 °C.",
+        "2 Equipment\nContact thermometer, range 0 to 200 °C.",
         "3 Frequency\nDuring a shift: every 90 minutes, one reading per tank.",
     ]
     tanks = [f"Glue tank {i} on Line 4: the glue temperature is shown on panel P-{i}." for i in range(1, 7)]

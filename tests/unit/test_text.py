@@ -99,7 +99,7 @@ def test_the_kind_of_answer_an_ask_wants_from_its_question_word_in_both_language
     interval = text.asked_kind("how often")
     assert interval is not None
     assert interval.stated.search("Interval: Every 6,000 operating hours")
-    assert interval.stated.search("每月加注 3 g")
+    assert interval.stated.search("每周加注 3 g")
     assert not interval.stated.search("7.2 Gear oil change")
     assert not interval.stated.search("Part No.: VX-9; Bin: C-04; Lead time: 3 weeks")  # a duration
     place = text.asked_kind("where")
