@@ -191,6 +191,16 @@ def ungrounded(text: str, passages: Sequence[Passage]) -> bool:
     return not any(f in blob for f in facts)
 
 
+def unsure(text: str, passages: Sequence[Passage]) -> str:
+    """Why the model's ``text`` is not an answer to send (it says the passages do not answer, or
+    it states values none of ``passages`` has), or "" when it is one."""
+    if says_unknown(text):
+        return "model found no answer in the passages"
+    if ungrounded(text, passages):
+        return "the answer states values found in no source"
+    return ""
+
+
 def attribute(text: str, passages: Sequence[Passage]) -> list[int]:
     """1-based numbers of the passages that support ``text``, best supported first.
 

@@ -398,13 +398,7 @@ class Gateway:
             return h.failed(rid, "error", "generation_failed", gr.error, ms())
         valid = [i for i in gr.used if 0 <= i < len(rr.passages)] or list(range(len(rr.passages)))
         used = [rr.passages[i] for i in valid]
-        unsure = (
-            "model found no answer in the passages"
-            if h.says_unknown(gr.text)
-            else "the answer states values found in no source"
-            if h.ungrounded(gr.text, used)
-            else ""
-        )
+        unsure = h.unsure(gr.text, used)
         if unsure:
             quotes = [(i, text) for i, text in gr.quotes if 0 <= i < len(rr.passages)]
             if self.s.quote_when_unsure and quotes:

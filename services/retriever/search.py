@@ -128,7 +128,9 @@ def hybrid_search(
     # storeroom row), where the row also has a word of the ask ("spare" for "where are its spares
     # kept"); a passage that mentions them in passing is ranked by the ask's own words and meaning.
     asked_words = {singular(t) for t in terms(question)} if present else set()
-    kind = asked_kind(question) if present else None
+    # The passages that state the kind of answer the question word wants ("how often": an interval).
+    wanted = asked_kind(question)
+    states = {p.chunk_id for p in candidates if wanted.stated.search(f"{p.title}\n{p.text}")} if wanted else set()
     for p in candidates if present else ():  # only an ask that follows names: every search runs this
         keys = row_keys(p.text)
         blob = f"{p.title}\n{p.text}"
@@ -137,8 +139,8 @@ def hybrid_search(
             # ("Code: F-311; Machine: TR-55") before the same code's row on another machine; and a
             # row that states the kind of answer the ask's question word wants (a bin for "where is
             # its spare kept") before one that does not (the manual's spare-parts list).
-            states = kind is not None and kind.stated.search(blob) is not None
-            exact[p.chunk_id] = exact.get(p.chunk_id, 0) + sum(n.casefold() in blob.casefold() for n in present) + states
+            has = sum(n.casefold() in blob.casefold() for n in present)
+            exact[p.chunk_id] = exact.get(p.chunk_id, 0) + has + (p.chunk_id in states)
     # Among passages that name the same exact things, the kind of document the question wants
     # (a log row for "why did it stop on ...", a reference for "what does it mean") goes first.
     # Only where the question names something exact: elsewhere the fused ranking decides alone.
@@ -153,8 +155,7 @@ def hybrid_search(
     # ...then a passage that states the kind of answer the question word wants ("how often": an
     # interval; "功率": a power in kW) before one about the same things that states none. Only
     # among passages that name what the question names: elsewhere the fused ranking decides alone.
-    wanted = asked_kind(question)
-    stating = {p.chunk_id for p in candidates if p.chunk_id in exact and wanted.stated.search(f"{p.title}\n{p.text}")} if wanted else set()
+    stating = {c for c in states if c in exact}
     candidates.sort(
         key=lambda p: (
             exact.get(p.chunk_id, 0),
